@@ -1,0 +1,83 @@
+"""Environment registry: one entry per environment family that specs can name.
+
+An entry says how to build the gymnasium env from validated options, which pydantic model
+validates those options, and which evaluation suites (FAR/CLOSE start conditions) it offers.
+Env modules are imported lazily so that `ftcl validate` stays fast and a missing simulator
+only matters for the env that needs it.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import gymnasium as gym
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """What ftcl knows about one environment family."""
+
+    name: str
+    description: str
+    module: str  # python module that defines `make_env(options: dict) -> gym.Env` and `Options`
+    suites: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Evaluation suites: name -> option overrides applied on top of the training options."""
+
+    def _module(self):
+        return importlib.import_module(self.module)
+
+    @property
+    def options_model(self) -> type[BaseModel]:
+        return self._module().Options
+
+    def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Validated options with defaults filled in (raises pydantic.ValidationError)."""
+        return self.options_model.model_validate(options).model_dump()
+
+    def make(self, options: dict[str, Any]) -> gym.Env:
+        return self._module().make_env(self.validate_options(options))
+
+    def creator(self) -> Callable[[dict], gym.Env]:
+        """An env creator for `ray.tune.register_env` (RLlib passes an EnvContext dict)."""
+        module, name = self.module, self.name
+
+        def create(env_config: dict) -> gym.Env:
+            entry = ENVS[name]
+            assert entry.module == module
+            return entry.make(dict(env_config))
+
+        return create
+
+
+ENVS: dict[str, EnvEntry] = {
+    entry.name: entry
+    for entry in [
+        EnvEntry(
+            name="apple_retrieval",
+            description="AppleRetrieval toy (paper App. A.2): walk to the apple at M, then home.",
+            module="ftcl.envs.toys",
+            suites={"far": {"start_phase": 2}, "full": {"start_phase": 1}},
+        ),
+        EnvEntry(
+            name="robotic_sequence",
+            description="RoboticSequence (paper §2.3, Alg. 1): Meta-World stages in one episode.",
+            module="ftcl.envs.robotic_sequence",
+            suites={},  # per-stage suites are generated from the stage list, see robotic_sequence.py
+        ),
+        EnvEntry(
+            name="cartpole",
+            description="Gymnasium CartPole-v1 (smoke tests and throughput baselines).",
+            module="ftcl.envs.classic",
+            suites={},
+        ),
+    ]
+}
+
+
+def get_env_entry(name: str) -> EnvEntry:
+    try:
+        return ENVS[name]
+    except KeyError:
+        raise KeyError(f"unknown env {name!r}; allowed: {', '.join(sorted(ENVS))}") from None
