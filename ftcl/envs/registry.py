@@ -36,6 +36,14 @@ class EnvEntry:
         """Validated options with defaults filled in (raises pydantic.ValidationError)."""
         return self.options_model.model_validate(options).model_dump()
 
+    def suites_for(self, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Evaluation suites for these (validated) options: the module's `evaluation_suites(options)`
+        when it defines one (suites that depend on options, e.g. one per stage), else `suites`."""
+        module = self._module()
+        if hasattr(module, "evaluation_suites"):
+            return dict(module.evaluation_suites(options))
+        return dict(self.suites)
+
     def make(self, options: dict[str, Any]) -> gym.Env:
         return self._module().make_env(self.validate_options(options))
 

@@ -1,0 +1,214 @@
+"""The `ftcl` command: thin argument parsing over spec, runner and tracking.
+
+Exit codes: 0 success, 1 a run or report failed, 2 bad input (spec, flag, path, name).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"ftcl: error: {message}", file=sys.stderr)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="ftcl",
+        formatter_class=formatter,
+        description="Fine-tuning RL models as a forgetting-mitigation problem: run retention-method "
+        "grids with RLlib + Ray Tune, track forgetting curves in MLflow, build reports.",
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              ftcl list
+              ftcl validate tune_configs/toys/apple_retrieval.yaml
+              ftcl run tune_configs/toys/apple_retrieval.yaml --set seeds=[0,1]
+              ftcl report apple_retrieval
+              ftcl ui
+            """
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="run (or resume) an experiment spec", formatter_class=formatter,
+        description="Run an experiment spec as a Ray Tune grid over methods × seeds (× the spec's grid). "
+        "Results go to MLflow (step = environment steps) and to <ftcl home>/ray_results/<spec>_<time>/.",
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              ftcl run tune_configs/toys/apple_retrieval.yaml
+              ftcl run tune_configs/toys/apple_retrieval.yaml --set budget.env_steps=20000 --set seeds=[0]
+              ftcl run SPEC --address ray://head-node:10001      # an existing Ray cluster
+              ftcl run SPEC --resume                              # continue the latest interrupted run
+            """
+        ),
+    )
+    run.add_argument("spec", help="path to an experiment spec (YAML)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a spec field by dotted path; VALUE is YAML (repeatable)")
+    run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the latest run of this spec from its checkpoints (uses its saved spec)")
+
+    validate = sub.add_parser(
+        "validate", help="check a spec without running it", formatter_class=formatter,
+        description="Load a spec with its presets and overrides, validate every field and print the trial grid.",
+        epilog="example:\n  ftcl validate tune_configs/toys/apple_retrieval.yaml --set methods.0.coeff=2",
+    )
+    validate.add_argument("spec")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    report = sub.add_parser(
+        "report", help="plots, tables and an HTML dashboard from MLflow", formatter_class=formatter,
+        description="Read an experiment's runs from MLflow and write forgetting curves (mean and 90%% CI "
+        "over seeds, x = environment steps), a final-value table (CSV, Markdown) and report.html.",
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              ftcl report apple_retrieval                          # latest group, spec's dashboard
+              ftcl report tune_configs/toys/apple_retrieval.yaml   # experiment and layout from a spec
+              ftcl report apple_retrieval --layout default --group all --out reports/apple
+            """
+        ),
+    )
+    report.add_argument("experiment", help="MLflow experiment name, or a spec path")
+    report.add_argument("--layout", default=None, help="dashboard layout name in dashboards/ or a YAML path")
+    report.add_argument("--group", default=None, help="run group (an `ftcl run` invocation); 'all' for every group")
+    report.add_argument("--stage", default="finetune", choices=["finetune", "pretrain"])
+    report.add_argument("--out", default=None, help="output folder (default: <ftcl home>/reports/<experiment>)")
+    report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: ftcl's store)")
+
+    ui = sub.add_parser(
+        "ui", help="start the MLflow UI on 127.0.0.1", formatter_class=formatter,
+        description="Start a light MLflow UI (one worker, no job runner) on 127.0.0.1 over ftcl's store.",
+        epilog="example:\n  ftcl ui --port 5055",
+    )
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--tracking-uri", default=None)
+
+    sub.add_parser(
+        "list", help="list environments, suites, methods, algorithms, specs, presets, dashboards",
+        description="List what specs can name.", epilog="example:\n  ftcl list",
+        formatter_class=formatter,
+    )
+    return parser
+
+
+# ----- commands -------------------------------------------------------------------------------------
+def _load(spec_path: str, overrides: list[str]):
+    from ftcl.spec import load_spec
+
+    return load_spec(spec_path, overrides)
+
+
+def cmd_validate(args) -> int:
+    from ftcl.runner import plan_trials
+
+    spec = _load(args.spec, args.overrides)
+    stages = (["pretrain"] if spec.pretrained.train else []) + ["finetune"]
+    print(f"spec {spec.name!r} is valid: env={spec.env.name} algorithm={spec.algorithm.name} "
+          f"budget={spec.budget.env_steps:,} steps")
+    for stage in stages:
+        plans = plan_trials(spec, stage)
+        print(f"  {stage}: {len(plans)} trials: " + ", ".join(p.key for p in plans[:12])
+              + (" ..." if len(plans) > 12 else ""))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from ftcl.runner import run_experiment
+
+    if args.resume and args.overrides:
+        return _fail("--resume continues a run with its saved spec; it cannot be combined with --set")
+    spec = _load(args.spec, args.overrides)
+    try:
+        run_experiment(spec, address=args.address, resume=args.resume)
+    except RuntimeError as error:
+        return _fail(str(error), EXIT_FAILED)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ftcl.tracking.report import ReportError, build_report
+    from ftcl.tracking.store import ftcl_home, tracking_uri
+
+    experiment, layout, uri = args.experiment, args.layout, args.tracking_uri
+    if experiment.endswith((".yaml", ".yml")):
+        spec = _load(experiment, [])
+        experiment, layout, uri = spec.experiment_name, layout or spec.tracking.dashboard, uri or spec.tracking.uri
+    out = Path(args.out) if args.out else ftcl_home() / "reports" / experiment
+    try:
+        files = build_report(experiment, tracking_uri=tracking_uri(uri), out_dir=out,
+                             layout=layout or "default", group=args.group, stage=args.stage)
+    except ReportError as error:
+        return _fail(str(error))
+    print(f"report written to {out}")
+    for path in files.all_paths():
+        print(f"  {path}")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from ftcl.tracking.store import artifact_root, ensure_experiment, tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    if uri.startswith("sqlite:"):
+        ensure_experiment(uri, "Default")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command = [sys.executable, "-m", "mlflow", "ui", "--workers", "1", "--host", "127.0.0.1",
+               "--port", str(args.port), "--backend-store-uri", uri, "--default-artifact-root", artifact_root()]
+    process = subprocess.Popen(command, env=env)
+    print(f"MLflow UI: http://127.0.0.1:{args.port}  (store {uri}; Ctrl-C to stop)", flush=True)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+        return 0
+
+
+def cmd_list(args) -> int:
+    from ftcl.envs.registry import ENVS
+    from ftcl.retention.config import METHOD_NAMES
+    from ftcl.spec import ALGORITHMS, available_presets, available_specs
+    from ftcl.tracking.dashboard import available_layouts
+
+    print("environments:")
+    for entry in ENVS.values():
+        try:
+            suites = ", ".join(entry.suites_for(entry.validate_options({}))) or "-"
+        except Exception as error:  # a simulator that is not installed still lists
+            suites = f"(unavailable: {type(error).__name__})"
+        print(f"  {entry.name:<18} {entry.description}\n  {'':<18} suites: {suites}")
+    print("algorithms: " + ", ".join(ALGORITHMS))
+    print("methods:    " + ", ".join(METHOD_NAMES))
+    print("specs:\n  " + "\n  ".join(available_specs()))
+    print("presets:    " + (", ".join(available_presets()) or "-"))
+    print("dashboards: " + ", ".join(available_layouts()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ftcl.spec import SpecError
+
+    args = _parser().parse_args(argv)
+    handlers = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "ui": cmd_ui, "list": cmd_list}
+    try:
+        return handlers[args.command](args)
+    except SpecError as error:
+        return _fail(str(error))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,403 @@
+"""Experiment specs: YAML files in `tune_configs/`, validated by pydantic.
+
+A spec names an environment, an algorithm, an optional pre-trained policy (given, or trained by a
+pre-training stage), a grid of retention methods × seeds (× any extra grid over spec fields), an
+environment-step budget, evaluation suites, tracking and per-trial resources.
+
+Loading order: presets listed under `presets:` (files in `tune_configs/presets/`, merged in order),
+then the spec file itself, then `--set key=value` overrides (dotted paths, values parsed as YAML),
+then validation of the whole result. Any error becomes one `SpecError` line that names the field,
+the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ftcl.envs.registry import ENVS
+from ftcl.retention.config import METHOD_NAMES, NEEDS_PRETRAINED, OFF_POLICY_ONLY, MethodSpec
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SPEC_DIR = REPO_ROOT / "tune_configs"
+PRESET_DIR = SPEC_DIR / "presets"
+
+RLLIB_ALGORITHMS = ("ppo", "appo", "sac")
+ANALYTIC_ALGORITHMS = ("two_state_mdp",)
+ALGORITHMS = RLLIB_ALGORITHMS + ANALYTIC_ALGORITHMS
+OFF_POLICY = ("sac",)
+MODELS = ("default", "linear_policy", "multihead_sac")
+
+
+class SpecError(ValueError):
+    """A spec, preset or override is invalid; the message is one line meant for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnvSpec(_Strict):
+    name: str = Field(description="registered environment family, see `ftcl list`")
+    options: dict[str, Any] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _known_env(cls, name: str) -> str:
+        if name not in ENVS and name != "none":
+            raise ValueError(f"unknown env {name!r}; allowed: {', '.join(sorted(ENVS))}")
+        return name
+
+
+class AlgorithmSpec(_Strict):
+    name: Literal["ppo", "appo", "sac", "two_state_mdp"]
+    options: dict[str, Any] = {}
+    """RLlib `AlgorithmConfig.training(**options)` keywords, or the analytic toy's options."""
+    model: Literal["default", "linear_policy", "multihead_sac"] = "default"
+    model_config_options: dict[str, Any] = Field(default={}, alias="model_options")
+    num_env_runners: NonNegativeInt = 0
+    num_envs_per_env_runner: PositiveInt = 1
+    rollout_fragment_length: PositiveInt | Literal["auto"] = "auto"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class PretrainTrainSpec(_Strict):
+    """Train π* inside the experiment (a separate Tune stage) before fine-tuning."""
+
+    env_options: dict[str, Any] = {}
+    """Overrides of the env options for pre-training (e.g. only the FAR part of the task)."""
+    env_steps: PositiveInt
+    algorithm_options: dict[str, Any] = {}
+    """Overrides of `algorithm.options` for pre-training."""
+    seed: int = 0
+    data_transitions: PositiveInt = 10_000
+    """Transitions collected by π* on the pre-training task (BC buffer, Fisher data, EM memory)."""
+
+
+class PretrainedSpec(_Strict):
+    module: Path | None = None
+    """An RLModule checkpoint directory (as written by `ftcl pretrain` or `module.save_to_path`)."""
+    data: Path | None = None
+    """The retention data (.npz) collected by π*."""
+    train: PretrainTrainSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PretrainedSpec":
+        if self.train is not None and (self.module is not None or self.data is not None):
+            raise ValueError("give either `train` (pre-train inside the experiment) or `module`/`data`, not both")
+        if self.data is not None and self.module is None:
+            raise ValueError("`data` needs `module` (the policy that collected it)")
+        return self
+
+
+class BudgetSpec(_Strict):
+    env_steps: PositiveInt
+    """Environment steps per trial (for analytic toys: gradient steps)."""
+
+
+class EvaluationSpec(_Strict):
+    suites: list[str] = []
+    """Evaluation suites of the env (see `ftcl list`), e.g. `far` or per-stage suites."""
+    every_env_steps: PositiveInt = 10_000
+    episodes: PositiveInt = 10
+    explore: bool = False
+    """False: greedy/mean actions; True: sample from the policy."""
+
+
+class TrackingSpec(_Strict):
+    experiment: str | None = None
+    """MLflow experiment name (default: the spec name)."""
+    uri: str | None = None
+    """MLflow tracking URI (default: `MLFLOW_TRACKING_URI`, else SQLite under the ftcl home)."""
+    dashboard: str = "default"
+    extra_metrics: list[str] = []
+    """Extra result keys (fnmatch patterns) to log besides the built-in whitelist."""
+
+
+class ResourcesSpec(_Strict):
+    cpus_per_trial: PositiveFloat = 1.0
+    max_concurrent_trials: PositiveInt | None = None
+    checkpoint_every_iterations: PositiveInt = 5
+
+
+class ExperimentSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    env: EnvSpec
+    algorithm: AlgorithmSpec
+    pretrained: PretrainedSpec = PretrainedSpec()
+    methods: list[MethodSpec] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    budget: BudgetSpec
+    evaluation: EvaluationSpec = EvaluationSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    grid: dict[str, list[Any]] = {}
+    """Extra grid: dotted spec path -> values, e.g. `env.options.apple_distance: [5, 30]`."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExperimentSpec":
+        labels = [m.display_name for m in self.methods]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"methods: duplicate labels {duplicates}; give each variant a distinct `label`")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: duplicates in {self.seeds}")
+        analytic = self.algorithm.name in ANALYTIC_ALGORITHMS
+        if analytic != (self.env.name == "none"):
+            raise ValueError(
+                "env.name must be 'none' exactly when algorithm.name is an analytic toy "
+                f"({', '.join(ANALYTIC_ALGORITHMS)})"
+            )
+        has_pretrained = self.pretrained.module is not None or self.pretrained.train is not None
+        for method in self.methods:
+            if method.name in NEEDS_PRETRAINED and not has_pretrained and not analytic:
+                raise ValueError(
+                    f"methods: {method.name!r} starts from π* but the spec has no `pretrained.module` "
+                    "or `pretrained.train`"
+                )
+            if method.name in OFF_POLICY_ONLY and self.algorithm.name not in OFF_POLICY:
+                raise ValueError(
+                    f"methods: {method.name!r} needs an off-policy algorithm ({', '.join(OFF_POLICY)}), "
+                    f"not {self.algorithm.name!r}"
+                )
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid: {key!r} has no values")
+            if key.split(".")[0] in ("methods", "seeds", "name", "grid"):
+                raise ValueError(f"grid: {key!r} cannot be gridded; methods and seeds are always a grid")
+        if not analytic and self.env.name != "none":
+            _validate_env_options(self.env.name, self.env.options, "env.options")
+            if self.pretrained.train is not None:
+                _validate_env_options(
+                    self.env.name, {**self.env.options, **self.pretrained.train.env_options},
+                    "pretrained.train.env_options",
+                )
+        return self
+
+    # ----- derived views -------------------------------------------------------------------------
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def method(self, label: str):
+        for method in self.methods:
+            if method.display_name == label:
+                return method
+        raise KeyError(label)
+
+    def variants(self) -> list[dict[str, Any]]:
+        """Every combination of the extra grid, as {dotted_key: value} (one empty dict if none)."""
+        keys = sorted(self.grid)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "ExperimentSpec":
+        """A copy with dotted-path overrides applied (re-validated)."""
+        raw = self.model_dump(mode="json", by_alias=True, exclude={"grid"})
+        for key, value in overrides.items():
+            _set_dotted(raw, key, value)
+        return ExperimentSpec.model_validate(raw)
+
+
+def _validate_env_options(env_name: str, options: dict[str, Any], where: str) -> None:
+    try:
+        ENVS[env_name].validate_options(options)
+    except ValidationError as error:
+        raise ValueError(f"{where}: " + _first_error(error)) from None
+
+
+def variant_label(variant: dict[str, Any]) -> str:
+    """Stable short text for a grid variant, e.g. `apple_distance=30,observation_scale=0.1`."""
+    return ",".join(f"{key.split('.')[-1]}={value}" for key, value in sorted(variant.items()))
+
+
+# ----- loading ------------------------------------------------------------------------------------
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_yaml(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise SpecError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"{what} {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{what} {path} must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _resolve_presets(raw: dict, spec_path: Path) -> dict:
+    presets = raw.pop("presets", []) or []
+    if isinstance(presets, str):
+        presets = [presets]
+    merged: dict = {}
+    for name in presets:
+        path = PRESET_DIR / f"{name}.yaml"
+        if not path.is_file():
+            raise SpecError(f"presets: unknown preset {name!r}; allowed: {', '.join(available_presets()) or '(none)'}")
+        merged = _deep_merge(merged, _read_yaml(path, "preset"))
+    merged = _deep_merge(merged, raw)
+    # Relative paths in a spec are relative to the spec file's folder.
+    pretrained = merged.get("pretrained") or {}
+    for key in ("module", "data"):
+        if isinstance(pretrained.get(key), str) and not Path(pretrained[key]).is_absolute():
+            candidate = (spec_path.parent / pretrained[key]).resolve()
+            repo_candidate = (REPO_ROOT / pretrained[key]).resolve()
+            pretrained[key] = str(candidate if candidate.exists() or not repo_candidate.exists() else repo_candidate)
+    return merged
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: i + 1]), create=True)
+    last = parts[-1]
+    if isinstance(node, list):
+        index = _list_index(node, last, dotted)
+        node[index] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise SpecError(f"--set {dotted}: {'.'.join(parts[:-1])} is a {type(node).__name__}, not a mapping")
+
+
+def _child(node: Any, part: str, path: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, path)]
+    if isinstance(node, dict):
+        if part not in node or node[part] is None:
+            if not create:
+                raise KeyError(path)
+            node[part] = {}
+        return node[part]
+    raise SpecError(f"--set: {path} goes inside a {type(node).__name__}, which has no fields")
+
+
+def _list_index(node: list, part: str, path: str) -> int:
+    if not re.fullmatch(r"-?\d+", part) or not -len(node) <= int(part) < len(node):
+        raise SpecError(f"--set: {path}: list index {part!r} out of range (list has {len(node)} items)")
+    return int(part)
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    """Parse `key=value` strings; values are YAML (so `3`, `1e-4`, `[0,1]`, `true` are typed)."""
+    parsed = []
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key or not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+            raise SpecError(f"--set {pair!r}: expected KEY=VALUE with a dotted KEY such as budget.env_steps=20000")
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        parsed.append((key, value))
+    return parsed
+
+
+def _first_error(error: ValidationError) -> str:
+    """One line: `<field path>: <what is wrong> (got <value>)`."""
+    first = error.errors()[0]
+    parts = [str(part) for part in first["loc"]]
+    # Discriminated unions insert the tag into the path (methods.0.bc.coeff): drop it.
+    parts = [p for i, p in enumerate(parts) if not (i > 0 and parts[i - 1].isdigit() and p in METHOD_NAMES)]
+    location = ".".join(parts)
+    prefix = f"{location}: " if location else ""
+    value = first.get("input")
+    kind = first["type"]
+    if kind == "union_tag_invalid":
+        tag = first.get("ctx", {}).get("tag", value)
+        return f"{prefix}name: unknown method {tag!r}; allowed: {', '.join(METHOD_NAMES)}"
+    if kind == "extra_forbidden":
+        return f"{prefix}unknown field (got {value!r}); check the spelling against the spec reference in README"
+    if kind == "missing":
+        return f"{prefix}required field is missing"
+    message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    shown = "" if isinstance(value, (dict, list)) or value is None or repr(value) in message else f" (got {value!r})"
+    return f"{prefix}{message}{shown}"
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    """Load, merge presets, apply `--set` overrides and validate; raises SpecError."""
+    spec_path = Path(path)
+    raw = _resolve_presets(_read_yaml(spec_path, "spec"), spec_path)
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(raw, key, value)
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(f"{spec_path}: {_first_error(error)}") from None
+    _check_grid(spec, spec_path)
+    _check_files(spec, spec_path)
+    _check_suites(spec, spec_path)
+    return spec
+
+
+def _check_grid(spec: ExperimentSpec, spec_path: Path) -> None:
+    for key, values in spec.grid.items():
+        for value in values:
+            try:
+                spec.with_overrides({key: value})
+            except ValidationError as error:
+                raise SpecError(f"{spec_path}: grid {key}={value!r}: {_first_error(error)}") from None
+            except (SpecError, KeyError) as error:
+                raise SpecError(f"{spec_path}: grid {key}: {error}") from None
+
+
+def _check_files(spec: ExperimentSpec, spec_path: Path) -> None:
+    for key in ("module", "data"):
+        path = getattr(spec.pretrained, key)
+        if path is not None and not Path(path).exists():
+            raise SpecError(f"{spec_path}: pretrained.{key}: file not found: {path}")
+
+
+def _check_suites(spec: ExperimentSpec, spec_path: Path) -> None:
+    if not spec.evaluation.suites:
+        return
+    if spec.env.name == "none":
+        raise SpecError(f"{spec_path}: evaluation.suites: analytic toys have no evaluation suites")
+    allowed = ENVS[spec.env.name].suites_for(ENVS[spec.env.name].validate_options(spec.env.options))
+    for suite in spec.evaluation.suites:
+        if suite not in allowed:
+            raise SpecError(
+                f"{spec_path}: evaluation.suites: unknown suite {suite!r} for env {spec.env.name!r}; "
+                f"allowed: {', '.join(sorted(allowed)) or '(none)'}"
+            )
+
+
+def available_specs() -> list[str]:
+    return sorted(str(p.relative_to(REPO_ROOT)) for p in SPEC_DIR.rglob("*.yaml") if p.parent != PRESET_DIR)
+
+
+__all__ = [
+    "ALGORITHMS", "ExperimentSpec", "METHOD_NAMES", "SpecError", "load_spec", "parse_overrides",
+    "variant_label", "available_specs", "available_presets",
+]

@@ -1,0 +1,199 @@
+"""Ray Tune callbacks: MLflow tracking against environment steps, and a progress line.
+
+Why not `ray.air.integrations.mlflow.MLflowLoggerCallback`: it steps metrics by
+`timesteps_total` (unset on RLlib's new stack, so curves fall back to training iterations), logs
+hundreds of keys one request each, and puts artifacts in `./mlruns`. This callback logs only the
+whitelisted keys, in one batch per result, with step = environment steps, and finds its run again
+after `ftcl run --resume` by the trial id tag.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+import sys
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+# Result keys worth a curve (fnmatch patterns). Trials report flat keys, see runner.FtclTrainable.
+METRIC_WHITELIST = (
+    "env_runners/episode_return_mean",
+    "env_runners/episode_len_mean",
+    "env_runners/num_episodes_lifetime",
+    "evaluation/*",
+    "learners/*/policy_loss",
+    "learners/*/vf_loss",
+    "learners/*/total_loss",
+    "learners/*/entropy",
+    "learners/*/mean_kl_loss",
+    "learners/*/qf_loss",
+    "learners/*/alpha_loss",
+    "learners/*/alpha_value",
+    "learners/*/retention_*",
+    "learners/*/num_trainable_parameters",
+    "num_env_steps_sampled_lifetime",
+    "throughput/*",
+    "theta",
+    "value_s0",
+)
+STEP_KEYS = ("env_steps", "gradient_step")
+
+
+def step_of(result: dict[str, Any]) -> int:
+    """The x-axis of a result: environment steps (or gradient steps for analytic toys)."""
+    for key in STEP_KEYS:
+        if key in result:
+            return int(result[key])
+    raise KeyError(f"result has none of {STEP_KEYS}")
+
+
+def select_metrics(result: dict[str, Any], extra_patterns: tuple[str, ...] = ()) -> dict[str, float]:
+    patterns = METRIC_WHITELIST + tuple(extra_patterns)
+    selected = {}
+    for key, value in result.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isnan(value) or math.isinf(value):
+            continue
+        if any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns):
+            selected[key] = float(value)
+    return selected
+
+
+class MLflowTracking(Callback):
+    """One MLflow run per trial, tagged for grouping; metrics stepped by environment steps."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        run_tags: dict[str, dict[str, str]],
+        params: dict[str, dict[str, Any]],
+        artifacts: list[str] = (),
+        extra_patterns: tuple[str, ...] = (),
+    ):
+        """`run_tags`/`params` are keyed by the trial's `ftcl_trial` config value."""
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.run_tags = run_tags
+        self.params = params
+        self.artifacts = list(artifacts)
+        self.extra_patterns = tuple(extra_patterns)
+        self._client = None
+        self._experiment_id: str | None = None
+        self._run_ids: dict[str, str] = {}
+
+    def __getstate__(self) -> dict:  # Tune pickles callbacks into its experiment state
+        state = dict(self.__dict__)
+        state["_client"] = None
+        state["_run_ids"] = {}
+        return state
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            from ftcl.tracking.store import ensure_experiment
+
+            self._experiment_id = ensure_experiment(self.tracking_uri, self.experiment_name)
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def _run_id(self, trial) -> str:
+        key = trial.config["ftcl_trial"]
+        if key in self._run_ids:
+            return self._run_ids[key]
+        client = self.client
+        tags = self.run_tags[key]
+        existing = client.search_runs(
+            [self._experiment_id],
+            filter_string=f"tags.`ftcl.trial` = '{key}' and tags.`ftcl.group` = '{tags['ftcl.group']}'",
+            max_results=1,
+        )
+        if existing:
+            run_id = existing[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+        else:
+            run = client.create_run(self._experiment_id, run_name=key, tags={**tags, "ftcl.trial": key})
+            run_id = run.info.run_id
+            from mlflow.entities import Param
+
+            client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in self.params[key].items()])
+            for path in self.artifacts:
+                client.log_artifact(run_id, path)
+        self._run_ids[key] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from mlflow.entities import Metric
+
+        run_id = self._run_id(trial)
+        step = step_of(result)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for k, v in select_metrics(result, self.extra_patterns).items()]
+        for start in range(0, len(metrics), 900):  # MLflow caps a batch at 1000 metrics
+            self.client.log_batch(run_id, metrics=metrics[start : start + 900])
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.client.set_terminated(self._run_id(trial), status="FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.client.set_terminated(self._run_id(trial), status="FAILED")
+
+
+class ProgressPrinter(Callback):
+    """Prints `steps done / budget`, throughput and ETA over all trials of a stage."""
+
+    def __init__(self, stage: str, num_trials: int, steps_per_trial: int, unit: str = "env steps",
+                 every_s: float = 15.0):
+        self.stage = stage
+        self.num_trials = num_trials
+        self.steps_per_trial = steps_per_trial
+        self.unit = unit
+        self.every_s = every_s
+        self._steps: dict[str, int] = {}
+        self._done: set[str] = set()
+        self._start: float | None = None
+        self._start_steps = 0
+        self._last_print = 0.0
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.update(_steps={}, _done=set(), _start=None, _start_steps=0, _last_print=0.0)
+        return state
+
+    def _total(self) -> int:
+        return sum(min(s, self.steps_per_trial) for s in self._steps.values())
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._steps[trial.trial_id] = step_of(result)
+        if self._start is None:
+            self._start, self._start_steps = time.time(), self._total()
+        if time.time() - self._last_print >= self.every_s:
+            self.print_line()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._done.add(trial.trial_id)
+        self._steps[trial.trial_id] = self.steps_per_trial
+        self.print_line()
+
+    def print_line(self) -> None:
+        self._last_print = time.time()
+        budget = self.num_trials * self.steps_per_trial
+        done = self._total()
+        elapsed = max(time.time() - (self._start or time.time()), 1e-6)
+        rate = (done - self._start_steps) / elapsed
+        eta = (budget - done) / rate if rate > 0 else float("inf")
+        eta_text = "?" if math.isinf(eta) else f"{int(eta // 60)}m{int(eta % 60):02d}s"
+        print(
+            f"[ftcl] {self.stage}: {len(self._done)}/{self.num_trials} trials done | "
+            f"{self.unit} {done:,}/{budget:,} ({100 * done / budget:.0f}%) | "
+            f"{rate:,.0f}/s | ETA {eta_text}",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -1,0 +1,641 @@
+"""Forgetting-curve reports from MLflow runs: figures with confidence bands, a final-value table,
+one self-contained HTML page, all logged back to MLflow as a `report` run.
+
+What is read: the runs of one MLflow experiment (one per Tune trial) with `ftcl.stage == stage`,
+by default only those of the latest `ftcl.group` (one `ftcl run` invocation). Runs tagged
+`ftcl.kind=report` are never read. Each run is one sample (normally one seed) of its
+`group_by` value (normally `method`) within its `facet_by` value (normally `ftcl.variant`).
+
+Curves: the MLflow step is the x axis (environment steps; gradient steps for analytic toys).
+Each run's curve is linearly interpolated onto a common grid that spans only the steps *every*
+run of that line covers, so the mean never mixes seeds that have stopped with seeds still
+running: a line ends where its shortest run ends. The band is the Student-t confidence interval
+of the mean over runs; a line with one run has no band.
+
+Table: per run, the metric's last logged value by step (`at: final`), its maximum (`max`) or the
+unweighted mean of its logged values (`mean`); then, over runs, the mean and its Student-t
+confidence interval.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.entities import Run, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from ftcl.tracking.dashboard import DashboardLayout, LayoutError, expand_metric, is_glob, load_layout
+
+REPORT_KIND_TAG = "ftcl.kind"
+REPORT_KIND = "report"
+GROUP_TAG = "ftcl.group"
+STAGE_TAG = "ftcl.stage"
+ALL_GROUPS = "all"
+MAX_GRID_POINTS = 400
+_NO_VALUE = "(none)"
+
+
+class ReportError(ValueError):
+    """The report cannot be built: unknown experiment, layout, group or stage, or no runs."""
+
+
+@dataclass(frozen=True)
+class PanelFigure:
+    """One figure written: which metric, where, and which facets (subplots) it has."""
+
+    metric: str
+    path: Path
+    facets: list[str]
+    groups: list[str]
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Everything `build_report` wrote, and the MLflow run that holds it as artifacts."""
+
+    out_dir: Path
+    html: Path
+    table_csv: Path
+    table_md: Path
+    figures: list[PanelFigure]
+    warnings: list[str]
+    run_count: int
+    group: str
+    report_run_id: str | None = None
+    table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
+
+    @property
+    def paths(self) -> list[Path]:
+        """All files written, HTML first."""
+        return [self.html, self.table_csv, self.table_md, *(figure.path for figure in self.figures)]
+
+
+# --------------------------------------------------------------------------------------------
+# reading runs
+
+
+def resolve_tracking_uri(tracking_uri: str | None) -> str:
+    """The tracking URI to read: the argument, else `MLFLOW_TRACKING_URI`, else the project store
+    `sqlite:///<cwd>/.ftcl/mlflow.db`."""
+    if tracking_uri:
+        return tracking_uri
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env:
+        return from_env
+    return f"sqlite:///{Path.cwd() / '.ftcl' / 'mlflow.db'}"
+
+
+def _check_store_exists(tracking_uri: str) -> None:
+    """Refuse to read a SQLite store that does not exist (MLflow would silently create it)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return
+    database = unquote(tracking_uri[len(prefix):].split("?", 1)[0])
+    if database in ("", ":memory:"):
+        return
+    if not Path(database).exists():
+        raise ReportError(f"no MLflow store at {tracking_uri!r} (run `ftcl run` first or pass a tracking URI)")
+
+
+def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
+    runs: list[Run] = []
+    page_token: str | None = None
+    while True:
+        page = client.search_runs(
+            experiment_ids=[experiment_id],
+            filter_string=filter_string,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            page_token=page_token,
+        )
+        runs.extend(page)
+        page_token = page.token
+        if not page_token:
+            return runs
+
+
+def _quote(value: str) -> str:
+    """A string literal for an MLflow filter."""
+    if "'" in value:
+        raise ReportError(f"value {value!r} contains a quote, which MLflow filters cannot express")
+    return f"'{value}'"
+
+
+def _is_report(run: Run) -> bool:
+    return run.data.tags.get(REPORT_KIND_TAG) == REPORT_KIND
+
+
+def _select_runs(
+    client: MlflowClient, experiment: str, stage: str, group: str | None
+) -> tuple[str, list[Run], str]:
+    """(experiment id, runs to report on, group label) — or a `ReportError` saying why none."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None or found.lifecycle_stage != "active":
+        names = sorted(e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
+        raise ReportError(
+            f"MLflow experiment {experiment!r} does not exist; experiments: {', '.join(names) or '(none)'}"
+        )
+    experiment_id = found.experiment_id
+    staged = [
+        run
+        for run in _search_all(client, experiment_id, f"tags.`{STAGE_TAG}` = {_quote(stage)}")
+        if not _is_report(run)
+    ]
+    if not staged:
+        everything = [run for run in _search_all(client, experiment_id, "") if not _is_report(run)]
+        if not everything:
+            raise ReportError(f"MLflow experiment {experiment!r} has no runs")
+        stages = sorted({run.data.tags.get(STAGE_TAG, _NO_VALUE) for run in everything})
+        raise ReportError(
+            f"experiment {experiment!r} has no runs with {STAGE_TAG}={stage!r}; stages present: {', '.join(stages)}"
+        )
+    if group == ALL_GROUPS:
+        return experiment_id, staged, ALL_GROUPS
+    groups = {run.data.tags.get(GROUP_TAG, "") for run in staged}
+    if group is None:
+        latest = max(staged, key=lambda run: (run.info.start_time or 0, run.info.run_id))
+        group = latest.data.tags.get(GROUP_TAG, "")
+    elif group not in groups:
+        raise ReportError(
+            f"experiment {experiment!r} has no {stage} runs in group {group!r}; groups: "
+            f"{', '.join(sorted(groups))} (or 'all')"
+        )
+    return experiment_id, [run for run in staged if run.data.tags.get(GROUP_TAG, "") == group], group
+
+
+def _attribute(run: Run, name: str) -> str:
+    """A run's value of a tag (`method`, `tags.method`) or param (`params.lr`); '' when absent."""
+    if name.startswith("params."):
+        return run.data.params.get(name[len("params."):], "")
+    if name.startswith("tags."):
+        name = name[len("tags."):]
+    return run.data.tags.get(name, "")
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+
+
+def mean_confidence_interval(values: np.ndarray, confidence: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over `axis` and the two ends of its Student-t confidence interval (NaN for n < 2)."""
+    values = np.asarray(values, dtype=float)
+    n = values.shape[axis]
+    mean = values.mean(axis=axis)
+    if n < 2:
+        nan = np.full_like(mean, np.nan, dtype=float)
+        return mean, nan, nan
+    sem = values.std(axis=axis, ddof=1) / math.sqrt(n)
+    half = stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1) * sem
+    return mean, mean - half, mean + half
+
+
+@dataclass
+class _Curve:
+    steps: np.ndarray
+    values: np.ndarray
+
+
+class _Histories:
+    """Metric histories fetched once per (run, key), sorted by step, one value per step."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+        self._cache: dict[tuple[str, str], _Curve | None] = {}
+
+    def get(self, run_id: str, key: str) -> _Curve | None:
+        if (run_id, key) not in self._cache:
+            points = self._client.get_metric_history(run_id, key)
+            by_step: dict[int, tuple[int, float]] = {}
+            for point in points:
+                if point.value is None or not math.isfinite(point.value):
+                    continue
+                previous = by_step.get(point.step)
+                if previous is None or point.timestamp >= previous[0]:
+                    by_step[point.step] = (point.timestamp, float(point.value))
+            if by_step:
+                steps = np.array(sorted(by_step), dtype=float)
+                values = np.array([by_step[int(step)][1] for step in steps], dtype=float)
+                self._cache[(run_id, key)] = _Curve(steps, values)
+            else:
+                self._cache[(run_id, key)] = None
+        return self._cache[(run_id, key)]
+
+
+def _common_grid(curves: list[_Curve]) -> np.ndarray:
+    """Steps inside the range every curve covers (their union there, thinned to a fixed size)."""
+    low = max(curve.steps[0] for curve in curves)
+    high = min(curve.steps[-1] for curve in curves)
+    if low > high:
+        return np.array([], dtype=float)
+    steps = np.unique(np.concatenate([curve.steps for curve in curves]))
+    steps = steps[(steps >= low) & (steps <= high)]
+    if len(steps) > MAX_GRID_POINTS:
+        steps = np.linspace(low, high, MAX_GRID_POINTS)
+    return steps
+
+
+def _per_run_value(curve: _Curve, at: str) -> float:
+    if at == "final":
+        return float(curve.values[-1])
+    if at == "max":
+        return float(curve.values.max())
+    return float(curve.values.mean())
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+
+
+def _natural_key(text: str) -> list[object]:
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text)]
+
+
+def _label(value: str) -> str:
+    return value if value else _NO_VALUE
+
+
+def metric_slug(metric: str) -> str:
+    """A file-name-safe form of a metric key (`evaluation/far/success` -> `evaluation_far_success`)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", metric).strip("_") or "metric"
+
+
+def _draw_panel(
+    *,
+    metric: str,
+    title: str,
+    ylabel: str,
+    ylim: tuple[float, float] | None,
+    layout: DashboardLayout,
+    facets: list[str],
+    groups: list[str],
+    cells: dict[tuple[str, str], list[Run]],
+    histories: _Histories,
+    colors: dict[str, tuple[float, ...]],
+    path: Path,
+    warnings: list[str],
+) -> list[str]:
+    """Draw one figure (one subplot per facet) to `path`; returns the groups that had data."""
+    columns = min(len(facets), 3)
+    rows = math.ceil(len(facets) / columns)
+    figure = Figure(figsize=(5.2 * columns, 3.8 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False, sharey=True)
+    drawn_groups: set[str] = set()
+    for index, facet in enumerate(facets):
+        ax = axes[index // columns][index % columns]
+        lines = 0
+        for group in groups:
+            runs = cells.get((facet, group), [])
+            curves = [curve for run in runs if (curve := histories.get(run.info.run_id, metric)) is not None]
+            if not curves:
+                continue
+            color = colors[group]
+            grid = _common_grid(curves)
+            if len(grid) == 0:
+                warnings.append(
+                    f"{metric}: runs of {_label(group)} in facet {_label(facet)} cover disjoint step "
+                    "ranges; drawn individually without a mean"
+                )
+                for number, curve in enumerate(curves):
+                    ax.plot(curve.steps, curve.values, color=color, alpha=0.6, linewidth=1,
+                            label=f"{_label(group)} (runs, n={len(curves)})" if number == 0 else None)
+                lines += 1
+                drawn_groups.add(group)
+                continue
+            samples = np.stack([np.interp(grid, curve.steps, curve.values) for curve in curves])
+            mean, low, high = mean_confidence_interval(samples, layout.confidence)
+            label = f"{_label(group)} (n={len(curves)})"
+            if len(grid) == 1:
+                error = None if len(curves) < 2 else [[mean[0] - low[0]], [high[0] - mean[0]]]
+                ax.errorbar(grid, mean, yerr=error, color=color, marker="o", capsize=4, label=label)
+            else:
+                ax.plot(grid, mean, color=color, linewidth=1.8, label=label)
+                if len(curves) >= 2:
+                    ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
+            lines += 1
+            drawn_groups.add(group)
+        if lines == 0:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+        if len(facets) > 1 or layout.facet_by is not None:
+            ax.set_title(_label(facet), fontsize="medium")
+        ax.set_xlabel(layout.xlabel)
+        if index % columns == 0:
+            ax.set_ylabel(ylabel)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.grid(alpha=0.3)
+        if lines:
+            ax.legend(fontsize="small", title=layout.group_by, title_fontsize="small")
+    for index in range(len(facets), rows * columns):
+        axes[index // columns][index % columns].set_visible(False)
+    band = f"mean ± {layout.confidence:.0%} CI over runs"
+    figure.suptitle(f"{title}\n{band}", fontsize="medium")
+    figure.savefig(path, dpi=100)
+    return [group for group in groups if group in drawn_groups]
+
+
+# --------------------------------------------------------------------------------------------
+# table
+
+
+def _final_table(
+    *,
+    metrics: list[str],
+    layout: DashboardLayout,
+    facets: list[str],
+    groups: list[str],
+    cells: dict[tuple[str, str], list[Run]],
+    histories: _Histories,
+) -> pd.DataFrame:
+    """One row per (facet, group) with runs; per metric: mean, ci_low, ci_high, n."""
+    records: list[dict[str, object]] = []
+    for facet in facets:
+        for group in groups:
+            runs = cells.get((facet, group), [])
+            if not runs:
+                continue
+            record: dict[str, object] = {}
+            if layout.facet_by is not None:
+                record[layout.facet_by] = facet
+            record[layout.group_by] = group
+            for metric in metrics:
+                values = np.array(
+                    [
+                        _per_run_value(curve, layout.table.at)
+                        for run in runs
+                        if (curve := histories.get(run.info.run_id, metric)) is not None
+                    ],
+                    dtype=float,
+                )
+                if len(values):
+                    mean, low, high = mean_confidence_interval(values, layout.confidence)
+                    record.update({f"{metric}:mean": float(mean), f"{metric}:ci_low": float(low),
+                                   f"{metric}:ci_high": float(high), f"{metric}:n": len(values)})
+                else:
+                    record.update({f"{metric}:mean": np.nan, f"{metric}:ci_low": np.nan,
+                                   f"{metric}:ci_high": np.nan, f"{metric}:n": 0})
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _format_cell(row: pd.Series, metric: str) -> str:
+    n = int(row[f"{metric}:n"])
+    if n == 0:
+        return "—"
+    mean = row[f"{metric}:mean"]
+    if n == 1:
+        return f"{mean:.3g} (n=1)"
+    return f"{mean:.3g} [{row[f'{metric}:ci_low']:.3g}, {row[f'{metric}:ci_high']:.3g}] (n={n})"
+
+
+def _display_table(table: pd.DataFrame, metrics: list[str], layout: DashboardLayout) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the human-readable table (`mean [CI] (n=…)` per metric)."""
+    keys = ([layout.facet_by] if layout.facet_by is not None else []) + [layout.group_by]
+    header = keys + [f"{metric} ({layout.table.at})" for metric in metrics]
+    rows = [
+        [_label(str(row[key])) for key in keys] + [_format_cell(row, metric) for metric in metrics]
+        for _, row in table.iterrows()
+    ]
+    return header, rows
+
+
+def _markdown(header: list[str], rows: list[list[str]], confidence: float) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    body = [line(header), "| " + " | ".join("---" for _ in header) + " |", *(line(row) for row in rows)]
+    return "\n".join(body) + f"\n\nmean [{confidence:.0%} Student-t CI of the mean] (n = runs)\n"
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
+th { background: #f3f3f3; }
+.meta td:first-child { font-weight: bold; }
+.warning { color: #8a5300; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0 1.5em; }
+"""
+
+
+def _html_table(header: list[str], rows: list[list[str]], css_class: str = "") -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    attribute = f' class="{css_class}"' if css_class else ""
+    return f"<table{attribute}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_page(
+    *,
+    layout: DashboardLayout,
+    meta: list[tuple[str, str]],
+    warnings: list[str],
+    figures: list[PanelFigure],
+    table_header: list[str],
+    table_rows: list[list[str]],
+    runs: list[Run],
+) -> str:
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(layout.title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(layout.title)}</h1>",
+        "<table class=\"meta\"><tbody>"
+        + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in meta)
+        + "</tbody></table>",
+    ]
+    if warnings:
+        parts.append("<h2>Warnings</h2><ul>")
+        parts.extend(f'<li class="warning">warning: {html.escape(text)}</li>' for text in warnings)
+        parts.append("</ul>")
+    parts.append(f"<h2>Final values ({html.escape(layout.table.at)})</h2>")
+    parts.append(_html_table(table_header, table_rows))
+    parts.append(
+        f"<p>mean [{layout.confidence:.0%} Student-t confidence interval of the mean] (n = runs)</p>"
+    )
+    parts.append("<h2>Curves</h2>")
+    for figure in figures:
+        encoded = base64.b64encode(figure.path.read_bytes()).decode("ascii")
+        parts.append(f"<h3>{html.escape(figure.metric)}</h3>")
+        parts.append(f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(figure.metric)}">')
+    run_rows = [
+        [
+            run.data.tags.get("mlflow.runName", ""),
+            _attribute(run, layout.group_by),
+            run.data.tags.get("seed", ""),
+            _attribute(run, layout.facet_by) if layout.facet_by else "",
+            run.data.tags.get(GROUP_TAG, ""),
+            run.info.status,
+            run.info.run_id,
+        ]
+        for run in runs
+    ]
+    parts.append("<details><summary>Runs</summary>")
+    parts.append(_html_table(
+        ["run", layout.group_by, "seed", layout.facet_by or "facet", GROUP_TAG, "status", "run id"], run_rows
+    ))
+    parts.append("</details></body></html>")
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+
+
+def build_report(
+    experiment: str,
+    *,
+    tracking_uri: str | None,
+    out_dir: Path,
+    layout: str | Path = "default",
+    group: str | None = None,
+    stage: str = "finetune",
+    log_to_mlflow: bool = True,
+) -> ReportFiles:
+    """Build the report of one experiment's runs into `out_dir` and log it as an MLflow run.
+
+    `group`: `None` reports the latest `ftcl.group` (the group of the most recently started
+    run), `"all"` every group, otherwise that group. Nothing is written when the experiment,
+    layout, group or stage is wrong (`ReportError`). Metrics absent from every run are skipped
+    with a warning in the HTML.
+    """
+    try:
+        dashboard = load_layout(layout)
+    except LayoutError as error:
+        raise ReportError(str(error)) from None
+    uri = resolve_tracking_uri(tracking_uri)
+    _check_store_exists(uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id, runs, group_label = _select_runs(client, experiment, stage, group)
+    runs = sorted(runs, key=lambda run: (run.info.start_time or 0, run.info.run_id))
+
+    available: set[str] = set()
+    for run in runs:
+        available.update(run.data.metrics)
+    warnings: list[str] = []
+
+    def expand(pattern: str, where: str) -> list[str]:
+        keys = expand_metric(pattern, available)
+        if not keys:
+            kind = "no metric matches" if is_glob(pattern) else "metric"
+            what = f"{kind} {pattern!r}" + ("" if is_glob(pattern) else " is")
+            warnings.append(f"{what} not logged by any selected run; {where} skipped")
+        return keys
+
+    facets = sorted({_attribute(run, dashboard.facet_by) for run in runs} if dashboard.facet_by else {""},
+                    key=_natural_key)
+    groups = sorted({_attribute(run, dashboard.group_by) for run in runs}, key=_natural_key)
+    cells: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        facet = _attribute(run, dashboard.facet_by) if dashboard.facet_by else ""
+        cells.setdefault((facet, _attribute(run, dashboard.group_by)), []).append(run)
+    palette = [tuple(color) for color in matplotlib.colormaps["tab10"].colors]
+    colors = {name: palette[index % len(palette)] for index, name in enumerate(groups)}
+    histories = _Histories(client)
+
+    panel_jobs: list[tuple[str, str, str, tuple[float, float] | None]] = []
+    for panel in dashboard.panels:
+        for key in expand(panel.metric, "panel"):
+            title = panel.title or key
+            if panel.is_glob and panel.title:
+                title = f"{panel.title} — {key}"
+            panel_jobs.append((key, title, panel.ylabel or key, panel.ylim))
+    table_metrics: list[str] = []
+    for pattern in dashboard.table_metrics:
+        for key in expand(pattern, "table column"):
+            if key not in table_metrics:
+                table_metrics.append(key)
+    table = _final_table(metrics=table_metrics, layout=dashboard, facets=facets, groups=groups,
+                         cells=cells, histories=histories)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures: list[PanelFigure] = []
+    used_slugs: set[str] = set()
+    for key, title, ylabel, ylim in panel_jobs:
+        slug = metric_slug(key)
+        while slug in used_slugs:
+            slug += "_"
+        used_slugs.add(slug)
+        path = out_dir / f"{slug}.png"
+        drawn = _draw_panel(metric=key, title=title, ylabel=ylabel, ylim=ylim, layout=dashboard,
+                            facets=facets, groups=groups, cells=cells, histories=histories,
+                            colors=colors, path=path, warnings=warnings)
+        figures.append(PanelFigure(metric=key, path=path, facets=[_label(f) for f in facets], groups=drawn))
+
+    table_csv = out_dir / "final_table.csv"
+    table_md = out_dir / "final_table.md"
+    table.to_csv(table_csv, index=False)
+    header, rows = _display_table(table, table_metrics, dashboard)
+    table_md.write_text(_markdown(header, rows, dashboard.confidence))
+
+    generated = dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+    meta = [
+        ("experiment", experiment),
+        ("group", group_label or _NO_VALUE),
+        ("stage", stage),
+        ("layout", dashboard.name),
+        ("runs", str(len(runs))),
+        ("grouped by", dashboard.group_by),
+        ("faceted by", dashboard.facet_by or "—"),
+        ("generated", generated),
+        ("tracking URI", uri),
+    ]
+    html_path = out_dir / "report.html"
+    html_path.write_text(_html_page(layout=dashboard, meta=meta, warnings=warnings, figures=figures,
+                                    table_header=header, table_rows=rows, runs=runs))
+
+    report_run_id: str | None = None
+    if log_to_mlflow:
+        report_run_id = _log_report_run(client, experiment_id, out_dir, dashboard, group_label, stage, len(runs))
+    return ReportFiles(out_dir=out_dir, html=html_path, table_csv=table_csv, table_md=table_md,
+                       figures=figures, warnings=warnings, run_count=len(runs), group=group_label,
+                       report_run_id=report_run_id, table=table)
+
+
+def _log_report_run(
+    client: MlflowClient,
+    experiment_id: str,
+    out_dir: Path,
+    layout: DashboardLayout,
+    group: str,
+    stage: str,
+    run_count: int,
+) -> str:
+    """Create the `report` run (tagged `ftcl.kind=report`) holding `out_dir` as artifacts."""
+    run = client.create_run(
+        experiment_id,
+        run_name="report",
+        tags={
+            REPORT_KIND_TAG: REPORT_KIND,
+            "ftcl.report.layout": layout.name,
+            "ftcl.report.group": group,
+            "ftcl.report.stage": stage,
+            "ftcl.report.run_count": str(run_count),
+        },
+    )
+    run_id = run.info.run_id
+    try:
+        client.log_artifacts(run_id, str(out_dir))
+    except (MlflowException, OSError) as error:
+        client.set_terminated(run_id, status="FAILED")
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ReportError(f"report written to {out_dir} but logging it to MLflow failed: {first}") from None
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
