@@ -298,7 +298,7 @@ def _analytic_trainable(config: dict, spec_json: str, plans: dict, experiment_di
     spec = ExperimentSpec.model_validate_json(spec_json)
     plan = TrialPlan(**plans[config["ftcl_trial"]])
     trial = trial_spec(spec, plan)
-    two_state_mdp_trainable({**trial.algorithm.options, "steps": trial.budget.env_steps, "ftcl_trial": plan.key})
+    two_state_mdp_trainable({**trial.algorithm.options, "steps": trial.budget.env_steps})
 
 
 # ----- experiments ----------------------------------------------------------------------------------

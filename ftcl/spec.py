@@ -182,6 +182,13 @@ class ExperimentSpec(_Strict):
                 raise ValueError(f"grid: {key!r} has no values")
             if key.split(".")[0] in ("methods", "seeds", "name", "grid"):
                 raise ValueError(f"grid: {key!r} cannot be gridded; methods and seeds are always a grid")
+        if analytic:
+            from ftcl.envs.toys import TwoStateMDPOptions
+
+            try:
+                TwoStateMDPOptions.model_validate({**self.algorithm.options, "steps": self.budget.env_steps})
+            except ValidationError as error:
+                raise ValueError("algorithm.options: " + _first_error(error)) from None
         if not analytic and self.env.name != "none":
             _validate_env_options(self.env.name, self.env.options, "env.options")
             if self.pretrained.train is not None:
@@ -223,8 +230,19 @@ def _validate_env_options(env_name: str, options: dict[str, Any], where: str) ->
 
 
 def variant_label(variant: dict[str, Any]) -> str:
-    """Stable short text for a grid variant, e.g. `apple_distance=30,observation_scale=0.1`."""
-    return ",".join(f"{key.split('.')[-1]}={value}" for key, value in sorted(variant.items()))
+    """Stable short text for a grid variant, e.g. `apple_distance=30,observation_scale=0.1`.
+
+    A whole mapping as a grid value is shown by its `variant` or `name` entry when it has one.
+    """
+    def show(value: Any) -> str:
+        if isinstance(value, dict):
+            for key in ("variant", "name"):
+                if key in value:
+                    return str(value[key])
+            return ",".join(f"{k}:{v}" for k, v in value.items())
+        return str(value)
+
+    return ",".join(f"{key.split('.')[-1]}={show(value)}" for key, value in sorted(variant.items()))
 
 
 # ----- loading ------------------------------------------------------------------------------------

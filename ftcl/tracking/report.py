@@ -293,6 +293,7 @@ def _draw_panel(
     figure = Figure(figsize=(5.2 * columns, 3.8 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False, sharey=True)
     drawn_groups: set[str] = set()
+    truncated: list[str] = []
     for index, facet in enumerate(facets):
         ax = axes[index // columns][index % columns]
         lines = 0
@@ -314,6 +315,9 @@ def _draw_panel(
                 lines += 1
                 drawn_groups.add(group)
                 continue
+            longest = max(curve.steps[-1] for curve in curves)
+            if grid[-1] < longest:
+                truncated.append(f"{_label(group)} in {_label(facet)} at {grid[-1]:g} of {longest:g}")
             samples = np.stack([np.interp(grid, curve.steps, curve.values) for curve in curves])
             mean, low, high = mean_confidence_interval(samples, layout.confidence)
             label = f"{_label(group)} (n={len(curves)})"
@@ -340,6 +344,10 @@ def _draw_panel(
             ax.legend(fontsize="small", title=layout.group_by, title_fontsize="small")
     for index in range(len(facets), rows * columns):
         axes[index // columns][index % columns].set_visible(False)
+    if truncated:
+        warnings.append(
+            f"{metric}: a line ends where its shortest run ends ({'; '.join(truncated)} steps)"
+        )
     band = f"mean ± {layout.confidence:.0%} CI over runs"
     figure.suptitle(f"{title}\n{band}", fontsize="medium")
     figure.savefig(path, dpi=100)

@@ -144,6 +144,13 @@ def test_latest_group_report_table_html_and_mlflow_run(store: Store, tmp_path: P
         "evaluation_far_success.png", "evaluation_full_success.png", "env_runners_episode_return_mean.png",
     }
 
+    # seed 2 stops at 8000 steps: each line's mean stops there too, and the report says so
+    assert any(
+        warning.startswith("evaluation/far/success: a line ends where its shortest run ends")
+        and "bc in apple_distance=10 at 8000 of 10000" in warning
+        for warning in files.warnings
+    ), files.warnings
+
     table = pd.read_csv(files.table_csv)
     assert set(table["method"]) == {"bc", "finetune"}
     assert len(table) == 4
