@@ -366,9 +366,13 @@ def _first_error(error: ValidationError) -> str:
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
     """Load, merge presets, apply `--set` overrides and validate; raises SpecError."""
     spec_path = Path(path)
-    raw = _resolve_presets(_read_yaml(spec_path, "spec"), spec_path)
-    for key, value in parse_overrides(overrides or []):
-        _set_dotted(raw, key, value)
+    raw = _read_yaml(spec_path, "spec")
+    try:
+        raw = _resolve_presets(raw, spec_path)
+        for key, value in parse_overrides(overrides or []):
+            _set_dotted(raw, key, value)
+    except SpecError as error:
+        raise SpecError(f"{spec_path}: {error}") from None
     try:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as error:

@@ -105,6 +105,14 @@ class RetentionTerm(abc.ABC):
         self._last_penalty = float(penalty.detach())
         return self.coeff * penalty
 
+    def losses(self, inputs: TermInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(actor-side λ·R(θ), critic-side term or None).
+
+        Learners with one optimizer add both; learners with separate actor and critic
+        optimizers (SAC) add each to the loss that its optimizer backpropagates.
+        """
+        return self.loss(inputs), None
+
     @abc.abstractmethod
     def _penalty(self, inputs: TermInputs) -> torch.Tensor:
         """R(θ) without the coefficient."""

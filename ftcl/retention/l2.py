@@ -52,14 +52,14 @@ class AnchoredParameterTerm(RetentionTerm):
     def _penalty(self, inputs: TermInputs) -> torch.Tensor:
         return self._anchored_sum(self._actor_parameters)
 
-    def loss(self, inputs: TermInputs) -> torch.Tensor:
-        """λ·Σ_actor w(θ−θ*)² + λ_critic·Σ_critic w(θ−θ*)²."""
-        total = super().loss(inputs)
-        if self._critic_parameters:
-            critic_penalty = self._anchored_sum(self._critic_parameters)
-            self._last_critic_penalty = float(critic_penalty.detach())
-            total = total + self.critic_coeff * critic_penalty
-        return total
+    def losses(self, inputs: TermInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(λ·Σ_actor w(θ−θ*)², λ_critic·Σ_critic w(θ−θ*)² or None when λ_critic = 0)."""
+        actor_loss = self.loss(inputs)
+        if not self._critic_parameters:
+            return actor_loss, None
+        critic_penalty = self._anchored_sum(self._critic_parameters)
+        self._last_critic_penalty = float(critic_penalty.detach())
+        return actor_loss, self.critic_coeff * critic_penalty
 
     def metrics(self) -> dict[str, float]:
         values = super().metrics()

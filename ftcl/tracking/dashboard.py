@@ -135,7 +135,7 @@ def _one_line(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         where = ".".join(str(loc) for loc in item["loc"]) or "(top level)"
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
         parts.append(f"{where}: {message}")

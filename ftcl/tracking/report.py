@@ -22,7 +22,6 @@ import base64
 import datetime as dt
 import html
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,8 +76,7 @@ class ReportFiles:
     report_run_id: str | None = None
     table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
 
-    @property
-    def paths(self) -> list[Path]:
+    def all_paths(self) -> list[Path]:
         """All files written, HTML first."""
         return [self.html, self.table_csv, self.table_md, *(figure.path for figure in self.figures)]
 
@@ -88,14 +86,11 @@ class ReportFiles:
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
-    """The tracking URI to read: the argument, else `MLFLOW_TRACKING_URI`, else the project store
-    `sqlite:///<cwd>/.ftcl/mlflow.db`."""
-    if tracking_uri:
-        return tracking_uri
-    from_env = os.environ.get("MLFLOW_TRACKING_URI")
-    if from_env:
-        return from_env
-    return f"sqlite:///{Path.cwd() / '.ftcl' / 'mlflow.db'}"
+    """The tracking URI to read: the argument, else `MLFLOW_TRACKING_URI`, else ftcl's store
+    (`sqlite:///<ftcl home>/mlflow.db`, see `ftcl.tracking.store`)."""
+    from ftcl.tracking.store import tracking_uri as default_tracking_uri
+
+    return default_tracking_uri(tracking_uri)
 
 
 def _check_store_exists(tracking_uri: str) -> None:
@@ -317,7 +312,7 @@ def _draw_panel(
                 continue
             longest = max(curve.steps[-1] for curve in curves)
             if grid[-1] < longest:
-                truncated.append(f"{_label(group)} in {_label(facet)} at {grid[-1]:g} of {longest:g}")
+                truncated.append(f"{_label(group)} in {_label(facet)} at step {grid[-1]:g} of {longest:g}")
             samples = np.stack([np.interp(grid, curve.steps, curve.values) for curve in curves])
             mean, low, high = mean_confidence_interval(samples, layout.confidence)
             label = f"{_label(group)} (n={len(curves)})"
@@ -346,7 +341,7 @@ def _draw_panel(
         axes[index // columns][index % columns].set_visible(False)
     if truncated:
         warnings.append(
-            f"{metric}: a line ends where its shortest run ends ({'; '.join(truncated)} steps)"
+            f"{metric}: a line ends where its shortest run ends ({'; '.join(truncated)})"
         )
     band = f"mean ± {layout.confidence:.0%} CI over runs"
     figure.suptitle(f"{title}\n{band}", fontsize="medium")
@@ -431,6 +426,8 @@ def _markdown(header: list[str], rows: list[list[str]], confidence: float) -> st
 # HTML
 
 
+_AT_WORDS = {"final": "last logged value", "max": "maximum", "mean": "mean of logged values"}
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
@@ -472,7 +469,7 @@ def _html_page(
         parts.append("<h2>Warnings</h2><ul>")
         parts.extend(f'<li class="warning">warning: {html.escape(text)}</li>' for text in warnings)
         parts.append("</ul>")
-    parts.append(f"<h2>Final values ({html.escape(layout.table.at)})</h2>")
+    parts.append(f"<h2>Per-run {html.escape(_AT_WORDS[layout.table.at])}, averaged over runs</h2>")
     parts.append(_html_table(table_header, table_rows))
     parts.append(
         f"<p>mean [{layout.confidence:.0%} Student-t confidence interval of the mean] (n = runs)</p>"

@@ -137,7 +137,7 @@ def test_latest_group_report_table_html_and_mlflow_run(store: Store, tmp_path: P
 
     assert files.group == NEW_GROUP
     assert files.run_count == 12
-    for path in files.paths:
+    for path in files.all_paths():
         assert path.is_file() and path.stat().st_size > 0, path
     assert {p.name for p in files.out_dir.iterdir()} == {
         "report.html", "final_table.csv", "final_table.md",
@@ -147,7 +147,7 @@ def test_latest_group_report_table_html_and_mlflow_run(store: Store, tmp_path: P
     # seed 2 stops at 8000 steps: each line's mean stops there too, and the report says so
     assert any(
         warning.startswith("evaluation/far/success: a line ends where its shortest run ends")
-        and "bc in apple_distance=10 at 8000 of 10000" in warning
+        and "bc in apple_distance=10 at step 8000 of 10000" in warning
         for warning in files.warnings
     ), files.warnings
 
@@ -349,3 +349,24 @@ def test_confidence_interval_matches_student_t() -> None:
     np.testing.assert_allclose(high, [0.1 + half, 1.0])
     single_mean, single_low, _ = mean_confidence_interval(np.array([[0.3]]), 0.9)
     assert single_mean[0] == pytest.approx(0.3) and np.isnan(single_low[0])
+
+
+def test_two_state_mdp_layout_on_gradient_steps(store: Store, tmp_path: Path) -> None:
+    """Toy runs log θ and V(s0) per gradient step and carry no ftcl.variant tag at all."""
+    client = MlflowClient(tracking_uri=store.uri)
+    experiment_id = client.create_experiment("two_state_mdp", artifact_location=(store.root / "toy").as_uri())
+    start = int(time.time() * 1000)
+    for method, target in [("finetune", -1.0), ("ks", 1.0)]:
+        for seed in SEEDS:
+            tags = {k: v for k, v in _tags(method, seed, "toy_group", "").items() if k != "ftcl.variant"}
+            theta = [(step, target * step / 50 + 0.01 * seed) for step in range(51)]
+            _log_run(client, experiment_id, start_time=start + seed, tags=tags,
+                     curves={"theta": theta, "value_s0": [(s, v / 2) for s, v in theta]})
+    files = build_report("two_state_mdp", tracking_uri=store.uri, out_dir=tmp_path / "toy",
+                         layout="two_state_mdp", log_to_mlflow=False)
+    assert [f.metric for f in files.figures] == ["theta", "value_s0"]
+    assert files.figures[0].facets == ["(none)"]
+    table = pd.read_csv(files.table_csv, keep_default_na=False)
+    assert list(table["method"]) == ["finetune", "ks"]
+    theta = dict(zip(table["method"], table["theta:mean"]))
+    assert theta["finetune"] == pytest.approx(-0.99) and theta["ks"] == pytest.approx(1.01)

@@ -7,6 +7,7 @@ Stages are driven to real success by Meta-World's own scripted expert policies
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -38,8 +39,10 @@ def _expert_action(env: RoboticSequenceEnv, obs: np.ndarray) -> np.ndarray:
         return policy.get_action(obs[:META_WORLD_OBS_DIM].astype(np.float64))
 
 
-def _run_episode(env: RoboticSequenceEnv, seed: int, policy: str = "expert", rng_seed: int = 0) -> list[dict[str, Any]]:
-    """Roll out one episode; one record per step (plus the reset as record 0)."""
+def _run_episode(
+    env: RoboticSequenceEnv, seed: int, policy: str = "expert", rng_seed: int = 0
+) -> list[dict[str, Any]]:
+    """Roll out one episode with the `expert`, `zero` or `random` policy; record 0 is the reset."""
     obs, info = env.reset(seed=seed)
     records: list[dict[str, Any]] = [{"obs": obs, "info": info}]
     rng = np.random.default_rng(rng_seed)
@@ -60,7 +63,7 @@ def _run_episode(env: RoboticSequenceEnv, seed: int, policy: str = "expert", rng
 
 
 @pytest.fixture(scope="module")
-def default_env() -> RoboticSequenceEnv:
+def default_env() -> Iterator[RoboticSequenceEnv]:
     env = make_env(Options().model_dump())
     yield env
     env.close()
@@ -236,10 +239,11 @@ def test_random_positions_at_every_reset(default_env: RoboticSequenceEnv) -> Non
     goals = {tuple(np.round(push_env.reset()[0][36:39], 5)) for _ in range(4)}  # goal xyz observable
     assert len(goals) == 4
     # The `seed` option seeds the first unseeded reset.
-    again = make_env(Options(stages=["push"], seed=9).model_dump())
-    np.testing.assert_array_equal(again.reset()[0], make_env(Options(stages=["push"], seed=9).model_dump()).reset()[0])
-    push_env.close()
-    again.close()
+    first = make_env(Options(stages=["push"], seed=9).model_dump())
+    second = make_env(Options(stages=["push"], seed=9).model_dump())
+    np.testing.assert_array_equal(first.reset()[0], second.reset()[0])
+    for env in (push_env, first, second):
+        env.close()
 
 
 def test_bad_stage_name_lists_allowed_names() -> None:
