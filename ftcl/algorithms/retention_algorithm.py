@@ -131,11 +131,14 @@ class RetentionAlgorithmMixin:
         data = None
         if settings.get("retention_data_path") and required_data(settings["method"])[0]:
             data = load_retention_data(settings["retention_data_path"])
-        self.retention_summaries = list(
-            self.learner_group.foreach_learner(  # type: ignore[attr-defined]
-                lambda learner, _data=data: learner.prepare_retention(_data)
-            )
+        results = self.learner_group.foreach_learner(  # type: ignore[attr-defined]
+            lambda learner, _data=data: learner.prepare_retention(_data)
         )
+        self.retention_summaries = []
+        for result in results:
+            if not result.ok:
+                raise RuntimeError(f"a learner failed to prepare retention: {result.get()}")
+            self.retention_summaries.append(result.get())
         self._setup_retention_extras(settings, data)
 
     def _setup_retention_extras(self, settings: dict[str, Any], data: dict[str, Any] | None) -> None:

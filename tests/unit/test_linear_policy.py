@@ -126,11 +126,12 @@ def test_ppo_learns_to_go_home_on_phase_two() -> None:
         p_left_far = action_probabilities(algo.get_module(), np.array([[1.0]]))[0, 0]
         last_length = result["env_runners"]["episode_len_mean"]
         # the env runner's copy (used for sampling) got the trained weights too
-        runner_module = algo.env_runner.module["default_policy"]
+        runner_module = algo.env_runner.module
         runner_p_left = action_probabilities(runner_module, np.array([[1.0]]))[0, 0]
     finally:
         algo.stop()
         ray.shutdown()
+    print(f"P(left|+c)={p_left_far:.3f} episode_len_mean {first_length:.1f} -> {last_length:.1f}")
     assert result["num_env_steps_sampled_lifetime"] == 2400
     assert p_left_far > 0.9
     assert runner_p_left == pytest.approx(p_left_far, abs=1e-5)
