@@ -1,6 +1,7 @@
 """The `ftcl` command: thin argument parsing over spec, runner and tracking.
 
-Exit codes: 0 success, 1 a run or report failed, 2 bad input (spec, flag, path, name).
+Exit codes: 0 success, 1 a run or report failed, 2 bad input (spec, flag, path, name),
+130 interrupted (resume with `ftcl run SPEC --resume`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
@@ -127,13 +128,15 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from ftcl.runner import run_experiment
+    from ftcl.runner import ExperimentInterrupted, run_experiment
 
     if args.resume and args.overrides:
         return _fail("--resume continues a run with its saved spec; it cannot be combined with --set")
     spec = _load(args.spec, args.overrides)
     try:
         run_experiment(spec, address=args.address, resume=args.resume)
+    except ExperimentInterrupted as error:
+        return _fail(str(error), EXIT_INTERRUPTED)
     except RuntimeError as error:
         return _fail(str(error), EXIT_FAILED)
     return 0

@@ -29,6 +29,10 @@ from ftcl.tracking import store
 STAGES = ("pretrain", "finetune")
 
 
+class ExperimentInterrupted(RuntimeError):
+    """Trials stopped before their budget (Ctrl-C, a lost node); `--resume` continues them."""
+
+
 # ----- trials -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrialPlan:
@@ -173,7 +177,7 @@ def _trainable_class():
     class FtclTrainable(tune.Trainable):
         """One trial: an RLlib Algorithm trained to the env-step budget, with evaluation suites."""
 
-        def setup(self, config: dict, spec_json: str, plans: dict, experiment_dir: str):
+        def setup(self, config: dict, spec_json: str, plans: dict, experiment_dir: str, command: str):
             import torch
 
             torch.set_num_threads(1)
@@ -182,6 +186,7 @@ def _trainable_class():
             self.plan = TrialPlan(**plans[config["ftcl_trial"]])
             self.trial = trial_spec(self.spec, self.plan)
             self.experiment_dir = Path(experiment_dir)
+            self.command = command
             module_path, data_path = pretrained_paths(self.spec, self.experiment_dir, self.plan)
             self.algo = build_algorithm_config(self.trial, self.plan, module_path, data_path).build_algo()
             self.env_steps = 0
@@ -232,7 +237,8 @@ def _trainable_class():
                 every = self.trial.evaluation.every_env_steps
                 self.next_evaluation = (steps // every + 1) * every
             if done and self.plan.stage == "pretrain":
-                export_pretrained(self.algo, self.spec, self.trial, self.plan, self.experiment_dir, steps)
+                export_pretrained(self.algo, self.spec, self.trial, self.plan, self.experiment_dir, steps,
+                                  self.command)
             return {**metrics, "env_steps": steps, "ftcl_trial": self.plan.key, "done": done}
 
         def save_checkpoint(self, checkpoint_dir: str) -> None:
@@ -253,7 +259,7 @@ def _trainable_class():
 
 
 def export_pretrained(algo, spec: ExperimentSpec, trial: ExperimentSpec, plan: TrialPlan,
-                      experiment_dir: Path, env_steps: int) -> Path:
+                      experiment_dir: Path, env_steps: int, command: str) -> Path:
     """Write π* (RLModule checkpoint), its retention data and a provenance file for one variant."""
     from ftcl.envs.registry import ENVS
     from ftcl.evaluation.suites import evaluate_policy
@@ -273,7 +279,7 @@ def export_pretrained(algo, spec: ExperimentSpec, trial: ExperimentSpec, plan: T
     save_retention_data(out / "data.npz", data)
     success = evaluate_policy(module, lambda: entry.make(options), episodes=20, seed=20_000 + plan.seed)
     provenance = {
-        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "command": command,
         "spec": spec.name,
         "variant": plan.variant,
         "env": trial.env.name,
@@ -292,7 +298,7 @@ def export_pretrained(algo, spec: ExperimentSpec, trial: ExperimentSpec, plan: T
 
 
 # ----- analytic toys (no RLlib) ---------------------------------------------------------------------
-def _analytic_trainable(config: dict, spec_json: str, plans: dict, experiment_dir: str) -> None:
+def _analytic_trainable(config: dict, spec_json: str, plans: dict, experiment_dir: str, command: str) -> None:
     from ftcl.envs.toys import two_state_mdp_trainable
 
     spec = ExperimentSpec.model_validate_json(spec_json)
@@ -349,7 +355,9 @@ def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: st
     spec_json = spec.model_dump_json(by_alias=True)
     analytic = spec.algorithm.name in ANALYTIC_ALGORITHMS
     base = _analytic_trainable if analytic else _trainable_class()
-    trainable = tune.with_parameters(base, spec_json=spec_json, plans=plan_dicts, experiment_dir=str(experiment_dir))
+    command = "ftcl " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    trainable = tune.with_parameters(base, spec_json=spec_json, plans=plan_dicts, experiment_dir=str(experiment_dir),
+                                     command=command)
     trainable = tune.with_resources(trainable, {"cpu": spec.resources.cpus_per_trial + spec.algorithm.num_env_runners})
 
     uri = store.tracking_uri(spec.tracking.uri)
@@ -399,6 +407,12 @@ def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: st
     errors = [r.error for r in results if r.error is not None]
     if errors:
         raise RuntimeError(f"{len(errors)} of {len(results)} {stage} trials failed; first error: {errors[0]}")
+    unfinished = [r for r in results if not (r.metrics or {}).get("done")]
+    if unfinished:
+        raise ExperimentInterrupted(
+            f"{stage}: {len(unfinished)} of {len(results)} trials stopped before their budget; "
+            f"run the same `ftcl run` command again with --resume"
+        )
 
 
 from ftcl.tracking.callbacks import MLflowTracking, ProgressPrinter  # noqa: E402  (after helpers)

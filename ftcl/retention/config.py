@@ -99,6 +99,9 @@ class EMMethod(_MethodBase):
 
     name: Literal["em"]
     memory_size: PositiveInt = 10_000
+    sample_fraction: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    """None: minibatches uniform over protected + online transitions (the paper); a number f:
+    each minibatch item comes from the protected partition with probability f."""
 
 
 MethodSpec = Annotated[

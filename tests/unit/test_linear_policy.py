@@ -136,4 +136,4 @@ def test_ppo_learns_to_go_home_on_phase_two() -> None:
     assert p_left_far > 0.9
     assert runner_p_left == pytest.approx(p_left_far, abs=1e-5)
     assert last_length < first_length
-    assert last_length < 7.0  # 5 steps is optimal from x = M = 5
+    assert last_length < 8.0  # 5 steps is optimal from x = M = 5; a random walk takes ~60

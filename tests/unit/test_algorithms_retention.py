@@ -1,0 +1,341 @@
+"""RLlib side of retention: PPO/APPO/SAC learners, pretrained loading, EM replay, config checks."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import ray
+import torch
+
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.learner.training_data import TrainingData
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
+
+from ftcl.algorithms import (
+    ALGORITHM_CONFIGS,
+    RETENTION_CONFIG_KEY,
+    ProtectedMemoryEpisodeReplayBuffer,
+    RetentionPPO,
+    RetentionPPOConfig,
+    RetentionSACConfig,
+)
+from ftcl.algorithms.retention_learner import split_actor_critic_parameters
+from ftcl.pretrain.data import collect_policy_data, load_retention_data, save_retention_data
+from ftcl.retention import build_term
+
+pytestmark = pytest.mark.slow
+
+ENVS = {"ppo": "CartPole-v1", "appo": "CartPole-v1", "sac": "Pendulum-v1"}
+TERMS = {
+    "l2": {"name": "l2", "coeff": 5.0},
+    "ewc": {"name": "ewc", "coeff": 50.0, "fisher_batches": 2, "fisher_batch_size": 32},
+    "bc": {"name": "bc", "coeff": 5.0, "buffer_size": 64, "batch_size": 32},
+    "ks": {"name": "ks", "coeff": 5.0, "decay": 0.5, "floor": 0.1},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def base_config(algorithm: str):
+    """A tiny config: 8-unit nets, no remote EnvRunners, small batches."""
+    config = (
+        ALGORITHM_CONFIGS[algorithm]()
+        .environment(ENVS[algorithm])
+        .env_runners(num_env_runners=0, rollout_fragment_length=32)
+        .rl_module(model_config={"fcnet_hiddens": [8]})
+        .debugging(seed=0)
+    )
+    if algorithm == "sac":
+        return config.training(
+            train_batch_size_per_learner=32,
+            num_steps_sampled_before_learning_starts=0,
+            replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": 2000},
+        )
+    if algorithm == "appo":
+        return config.training(train_batch_size_per_learner=32)
+    return config.training(train_batch_size=64, minibatch_size=32, num_epochs=1)
+
+
+def distinctive_weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Overwrite every parameter with a recognisable pattern (not an initialisation)."""
+    with torch.no_grad():
+        for index, (name, parameter) in enumerate(module.named_parameters()):
+            pattern = torch.cos(torch.arange(parameter.numel(), dtype=torch.float32) * 0.7 + index)
+            parameter.copy_(0.3 * pattern.reshape(parameter.shape) + 0.01 * index)
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """Per algorithm: a saved RLModule with distinctive weights θ* and π*'s data."""
+    root = tmp_path_factory.mktemp("pretrained")
+    artifacts = {}
+    for algorithm in ("ppo", "appo", "sac"):
+        env = gym.make(ENVS[algorithm])
+        spec = base_config(algorithm).get_rl_module_spec(env=env)
+        spec.observation_space, spec.action_space = env.observation_space, env.action_space
+        module = spec.build()
+        theta_star = distinctive_weights(module)
+        module_dir = root / f"{algorithm}_module"
+        module.save_to_path(module_dir)
+        data = collect_policy_data(module, env, num_transitions=300, seed=1)
+        data_path = save_retention_data(root / f"{algorithm}_data.npz", data)
+        artifacts[algorithm] = {"module": module_dir, "data": data_path, "theta_star": theta_star}
+    return artifacts
+
+
+def build(algorithm: str, method: dict, pretrained_artifacts: dict, **config_overrides):
+    config = base_config(algorithm)
+    if config_overrides:
+        config = config.training(**config_overrides)
+    art = pretrained_artifacts[algorithm]
+    return config.retention(method=method, pretrained_module_path=art["module"], retention_data_path=art["data"]).build_algo()
+
+
+def train_batch(algo, algorithm: str):
+    """A learner-ready batch from real env steps (through the learner connector)."""
+    learner = algo.learner_group._learner
+    episodes = algo.env_runner.sample(num_timesteps=64, random_actions=False)
+    if algorithm == "sac":
+        buffer = EpisodeReplayBuffer(capacity=1000)
+        buffer.add(episodes)
+        episodes = buffer.sample(num_items=32, n_step=1, sample_episodes=True, gamma=0.99)
+    elif algorithm == "appo":
+        episodes = algo.env_runner.sample(num_timesteps=32, random_actions=False)
+    return learner._make_batch_if_necessary(TrainingData(episodes=episodes)).policy_batches
+
+
+def gradients(learner, batch, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Gradients per parameter name of the default module, exactly as the optimizers get them."""
+    torch.manual_seed(seed)  # SAC's losses sample actions
+    fwd_out = learner.module.forward_train(batch)
+    losses = learner.compute_losses(fwd_out=fwd_out, batch=batch)
+    grads = learner.compute_gradients(losses)
+    by_id = {id(learner._params[ref]): g for ref, g in grads.items()}
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    return {name: by_id[id(p)].clone() for name, p in module.named_parameters() if id(p) in by_id}
+
+
+def drift_actor_(learner, scale: float = 0.2) -> None:
+    """Move the actor away from θ* as fine-tuning would (every term has zero gradient at θ*)."""
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    actor, _ = split_actor_critic_parameters(module)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if name in actor:
+                parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+
+
+# ---------------------------------------------------------------- θ*, teacher, env runners
+@pytest.mark.parametrize("algorithm", ["ppo", "sac"])
+def test_theta_star_and_teacher_are_the_restored_pretrained_weights(algorithm, pretrained):
+    algo = build(algorithm, TERMS["ks"], pretrained)
+    try:
+        learner = algo.learner_group._learner
+        expected = pretrained[algorithm]["theta_star"]
+        module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+        for name, parameter in module.named_parameters():
+            if name in expected:
+                torch.testing.assert_close(parameter.detach(), expected[name])
+        teacher = dict(learner.retention_teacher.named_parameters())
+        for name in split_actor_critic_parameters(module)[0]:
+            torch.testing.assert_close(teacher[name], expected[name])
+        runner_state = algo.env_runner.module.get_state()
+        for name, value in runner_state.items():
+            if name in expected:
+                np.testing.assert_allclose(np.asarray(value), expected[name].numpy(), rtol=1e-6)
+        checksum = sum(float(expected[n].double().sum()) for n in split_actor_critic_parameters(module)[0])
+        assert algo.retention_summaries[0]["theta_star_checksum"] == pytest.approx(checksum, rel=1e-6)
+    finally:
+        algo.stop()
+
+
+def test_ewc_anchor_and_bc_labels_come_from_theta_star_not_a_fresh_init(pretrained):
+    algo = build("ppo", TERMS["ewc"], pretrained)
+    try:
+        learner = algo.learner_group._learner
+        expected = pretrained["ppo"]["theta_star"]
+        for name, anchor in learner.retention_term.anchor.items():
+            torch.testing.assert_close(anchor, expected[name])
+        assert set(learner.retention_term.anchor) == {
+            n for n in expected if n.startswith(("pi.", "encoder.actor_encoder."))
+        }
+        learner.retention_term = build_term(TERMS["bc"])
+        learner.prepare_retention(load_retention_data(pretrained["ppo"]["data"]))
+        term = learner.retention_term
+        data = load_retention_data(pretrained["ppo"]["data"])
+        # the data file stores π*'s outputs at collection time; the buffer labels must match them
+        stored = {tuple(np.round(o, 5)): d for o, d in zip(data["obs"], data["action_dist_inputs"])}
+        for obs, label in zip(term.buffer_observations[:10], term.buffer_teacher_inputs[:10]):
+            np.testing.assert_allclose(label.numpy(), stored[tuple(np.round(obs.numpy(), 5))], rtol=1e-4, atol=1e-5)
+    finally:
+        algo.stop()
+
+
+def test_scratch_does_not_load_the_pretrained_weights(pretrained):
+    algo = build("ppo", {"name": "scratch"}, pretrained)
+    try:
+        module = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+        expected = pretrained["ppo"]["theta_star"]
+        assert not torch.allclose(dict(module.named_parameters())["pi.net.mlp.0.weight"], expected["pi.net.mlp.0.weight"])
+    finally:
+        algo.stop()
+
+
+# ---------------------------------------------------------------- gradients
+@pytest.mark.parametrize("algorithm", ["ppo", "appo", "sac"])
+def test_every_term_changes_actor_gradients_and_leaves_critic_gradients_alone(algorithm, pretrained):
+    algo = build(algorithm, {"name": "finetune"}, pretrained)
+    try:
+        learner = algo.learner_group._learner
+        data = load_retention_data(pretrained[algorithm]["data"])
+        batch = train_batch(algo, algorithm)
+        module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+        actor, critic = split_actor_critic_parameters(module)
+        assert actor and critic
+        for term_name, method in TERMS.items():
+            learner.retention_term = build_term(method)
+            learner.prepare_retention(data)  # at θ*
+            drift_actor_(learner)
+            with_term = gradients(learner, batch)
+            coeff = learner.retention_term.coeff
+            learner.retention_term.coeff = 0.0
+            without_term = gradients(learner, batch)
+            learner.retention_term.coeff = coeff
+            actor_difference = sum(float((with_term[n] - without_term[n]).abs().sum()) for n in actor)
+            assert actor_difference > 1e-4, f"{algorithm}/{term_name} did not change the actor's gradients"
+            for name in critic:
+                torch.testing.assert_close(with_term[name], without_term[name], msg=f"{algorithm}/{term_name}: {name}")
+            algo.restore_from_path(pretrained[algorithm]["module"], component="learner_group/learner/rl_module/default_policy")
+    finally:
+        algo.stop()
+
+
+def test_sac_policy_optimizer_step_includes_the_term(pretrained):
+    """A real SAC update: the actor ends elsewhere with the term, the critics end identical."""
+    algo = build("sac", TERMS["bc"], pretrained)
+    try:
+        learner = algo.learner_group._learner
+        drift_actor_(learner)
+        batch = train_batch(algo, "sac")
+        state = learner.get_state()
+        module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+        actor, critic = split_actor_critic_parameters(module)
+
+        def update_and_read(coeff: float) -> dict[str, torch.Tensor]:
+            learner.set_state(state)
+            learner.retention_term.coeff = coeff
+            torch.manual_seed(0)
+            learner.update(batch=ray.rllib.policy.sample_batch.MultiAgentBatch(batch, env_steps=32), timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: 100})
+            return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+        with_term, without_term = update_and_read(5.0), update_and_read(0.0)
+        assert any(not torch.allclose(with_term[n], without_term[n]) for n in actor)
+        for name in critic:
+            torch.testing.assert_close(with_term[name], without_term[name])
+    finally:
+        algo.stop()
+
+
+# ---------------------------------------------------------------- gate: skip-train, critic warm-up
+def test_skip_train_and_critic_warmup_gate_updates(pretrained):
+    method = {"name": "finetune", "skip_train_env_steps": 100, "critic_warmup_env_steps": 100}
+    algo = build("ppo", method, pretrained, lr=0.01)
+    try:
+        learner = algo.learner_group._learner
+        module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+        actor, critic = split_actor_critic_parameters(module)
+        batch = ray.rllib.policy.sample_batch.MultiAgentBatch(train_batch(algo, "ppo"), env_steps=64)
+
+        def changed_after_update(env_step: int) -> set[str]:
+            before = {n: p.detach().clone() for n, p in module.named_parameters()}
+            learner.update(batch=batch, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: env_step})
+            return {n for n, p in module.named_parameters() if not torch.equal(p.detach(), before[n])}
+
+        assert changed_after_update(50) == set()
+        assert changed_after_update(150) == set(critic)
+        assert changed_after_update(250) >= set(actor)
+    finally:
+        algo.stop()
+
+
+# ---------------------------------------------------------------- training results, KS schedule
+def test_ppo_train_reports_retention_metrics_and_ks_schedule(pretrained):
+    algo = build("ppo", TERMS["ks"], pretrained)
+    try:
+        result = algo.train()
+        learner_results = result["learners"][DEFAULT_MODULE_ID]
+        assert {"retention_ks_loss", "retention_ks_coeff", "retention_ks_penalty"} <= set(learner_results)
+        # 64 samples / minibatch 32, 1 epoch -> 2 optimizer steps: 5·0.5² = 1.25
+        assert learner_results["retention_ks_coeff"] == pytest.approx(1.25)
+        algo.train()
+        assert algo.learner_group._learner.retention_term.coeff == pytest.approx(max(0.1, 5.0 * 0.5**4))
+    finally:
+        algo.stop()
+
+
+# ---------------------------------------------------------------- EM
+def test_sac_episodic_memory_is_protected_and_mixed_into_minibatches(pretrained):
+    algo = build("sac", {"name": "em", "memory_size": 200}, pretrained, replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": 600})
+    try:
+        buffer = algo.local_replay_buffer
+        assert isinstance(buffer, ProtectedMemoryEpisodeReplayBuffer)
+        assert buffer.num_protected_timesteps == 200
+        protected_obs = {tuple(np.round(o, 5)) for o in load_retention_data(pretrained["sac"]["data"])["obs"][:200]}
+        for _ in range(4):  # 4 x 400 online steps into a 400-step FIFO
+            buffer.add(algo.env_runner.sample(num_timesteps=400, random_actions=True))
+        assert buffer.num_protected_timesteps == 200 and buffer.get_num_timesteps() <= 400
+        sample = buffer.sample(num_items=4000, n_step=1, sample_episodes=True, gamma=0.99)
+        from_memory = np.mean([tuple(np.round(e.get_observations(0), 5)) in protected_obs for e in sample])
+        share = 200 / (200 + buffer.get_num_timesteps())
+        assert abs(from_memory - share) < 5 * np.sqrt(share * (1 - share) / 4000)
+        result = algo.train()  # the whole SAC loop runs on the mixed buffer
+        assert "qf_loss" in result["learners"][DEFAULT_MODULE_ID]
+    finally:
+        algo.stop()
+
+
+def test_sac_default_replay_is_uniform():
+    assert RetentionSACConfig().replay_buffer_config["type"] == "EpisodeReplayBuffer"
+
+
+# ---------------------------------------------------------------- config checks and serialisation
+def test_retention_settings_survive_dict_round_trip(pretrained):
+    art = pretrained["ppo"]
+    config = base_config("ppo").retention(method=TERMS["bc"], pretrained_module_path=art["module"], retention_data_path=art["data"])
+    as_dict = config.to_dict()
+    restored = RetentionPPO.get_default_config().update_from_dict(as_dict)
+    assert restored.learner_config_dict[RETENTION_CONFIG_KEY] == config.learner_config_dict[RETENTION_CONFIG_KEY]
+    assert restored.learner_config_dict[RETENTION_CONFIG_KEY]["method"]["buffer_size"] == 64
+    assert isinstance(RetentionPPOConfig.from_dict(as_dict), RetentionPPOConfig)
+
+
+def test_bad_retention_settings_fail_before_training(pretrained, tmp_path):
+    art = pretrained["ppo"]
+    with pytest.raises(ValueError, match="pretrained_module_path"):
+        base_config("ppo").retention(method={"name": "finetune"})
+    with pytest.raises(ValueError, match="retention_data_path"):
+        base_config("ppo").retention(method={"name": "bc"}, pretrained_module_path=art["module"])
+    with pytest.raises(ValueError, match="off-policy"):
+        base_config("ppo").retention(method={"name": "em"}, pretrained_module_path=art["module"], retention_data_path=art["data"])
+    with pytest.raises(ValueError, match="at least 10000"):
+        base_config("ppo").retention(method={"name": "bc"}, pretrained_module_path=art["module"], retention_data_path=art["data"])
+    data = {k: v for k, v in load_retention_data(art["data"]).items() if k != "next_obs"}
+    save_retention_data(tmp_path / "no_next.npz", data)
+    with pytest.raises(ValueError, match="next_obs"):
+        base_config("sac").retention(method={"name": "em", "memory_size": 10}, pretrained_module_path=pretrained["sac"]["module"], retention_data_path=tmp_path / "no_next.npz")
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        base_config("ppo").retention(method={"name": "bc", "buffer_size": 10}, pretrained_module_path=art["module"], retention_data_path=tmp_path / "missing.npz")
+    # scratch needs nothing
+    base_config("ppo").retention(method={"name": "scratch"})
