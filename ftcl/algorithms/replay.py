@@ -117,18 +117,14 @@ class ProtectedMemoryEpisodeReplayBuffer(EpisodeReplayBuffer):
             self.protected_fraction,
         )
         self._last_protected_count = from_protected
+        self.metrics.log_value("protected_items_per_sample", from_protected, window=1)
+        self.metrics.log_value("protected_timesteps", self.protected.get_num_timesteps(), window=1)
         sampled: list[SingleAgentEpisode] = []
         if from_protected:
             sampled += self.protected.sample(num_items=from_protected, **kwargs)
         if from_online:
             sampled += super().sample(num_items=from_online, **kwargs)
         return sampled
-
-    def get_metrics(self) -> dict:
-        metrics = super().get_metrics()
-        metrics["protected_timesteps"] = self.protected.get_num_timesteps()
-        metrics["protected_items_last_sample"] = self._last_protected_count
-        return metrics
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
