@@ -202,7 +202,7 @@ def gradient_ascent(
     r1: float = -1.0,
     epsilon: float = 1.0,
 ) -> list[tuple[int, float, float]]:
-    """"Fine-tuning" in the two-state MDP: θ <- clip(θ + lr·dv0/dθ, 0, 1).
+    """Fine-tuning in the two-state MDP: gradient ascent θ <- clip(θ + lr·dv0/dθ, 0, 1).
 
     Returns (step, θ, v0(θ)) for step 0 (the initial θ) through `steps`.
     """

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
 import yaml
@@ -46,9 +45,20 @@ def ftcl(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedPr
                           cwd=REPO_ROOT, timeout=timeout)
 
 
+def client_of(home: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+
+
 def runs_of(home: Path, experiment: str) -> pd.DataFrame:
-    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=[experiment])
+    """One row per MLflow run: run_id, status and `tags.<name>` columns (explicit client, no globals)."""
+    client = client_of(home)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment!r}; have {[e.name for e in client.search_experiments()]}"
+    rows = []
+    for run in client.search_runs([found.experiment_id], max_results=1000):
+        rows.append({"run_id": run.info.run_id, "status": run.info.status,
+                     **{f"tags.{k}": v for k, v in run.data.tags.items()}})
+    return pd.DataFrame(rows)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +106,7 @@ def test_mlflow_has_one_run_per_trial_with_tags(finished):
 def test_metrics_are_indexed_by_env_steps(finished):
     home, _, _ = finished
     runs = runs_of(home, "apple_tiny")
-    client = MlflowClient()
+    client = client_of(home)
     run_id = runs[(runs["tags.method"] == "finetune") & (runs["tags.ftcl.stage"] == "finetune")].run_id.iloc[0]
     sampled = client.get_metric_history(run_id, "num_env_steps_sampled_lifetime")
     assert sampled and all(point.step == int(point.value) for point in sampled)
@@ -145,6 +155,6 @@ def test_resume_after_interruption(tmp_path):
     finetune = runs[runs["tags.ftcl.stage"] == "finetune"]
     assert len(finetune) == 1, "the resumed trial must continue its MLflow run, not start a new one"
     assert finetune["status"].iloc[0] == "FINISHED"
-    history = MlflowClient().get_metric_history(finetune.run_id.iloc[0], "num_env_steps_sampled_lifetime")
+    history = client_of(home).get_metric_history(finetune.run_id.iloc[0], "num_env_steps_sampled_lifetime")
     assert max(point.step for point in history) >= 6000
     assert len(list(home.glob("ray_results/apple_resume_*"))) == 1
