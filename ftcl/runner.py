@@ -137,6 +137,10 @@ def build_algorithm_config(
         )
         .debugging(seed=plan.seed, log_level="ERROR")
     )
+    if algorithm.actor_optimizer is not None:
+        from ftcl.algorithms.ppo import ACTOR_OPTIMIZER_KEY
+
+        config = config.training(learner_config_dict={ACTOR_OPTIMIZER_KEY: algorithm.actor_optimizer.model_dump()})
     try:
         config = config.training(**algorithm.options)
     except TypeError as error:

@@ -64,12 +64,19 @@ class EnvSpec(_Strict):
         return name
 
 
+class ActorOptimizerSpec(_Strict):
+    type: Literal["sgd", "adam"]
+    lr: PositiveFloat
+
+
 class AlgorithmSpec(_Strict):
     name: Literal["ppo", "appo", "sac", "two_state_mdp"]
     options: dict[str, Any] = {}
     """RLlib `AlgorithmConfig.training(**options)` keywords, or the analytic toy's options."""
     model: Literal["default", "linear_policy", "multihead_sac"] = "default"
     model_config_options: dict[str, Any] = Field(default={}, alias="model_options")
+    actor_optimizer: ActorOptimizerSpec | None = None
+    """PPO only: a separate optimizer for the actor (e.g. plain SGD as in the paper's toys)."""
     num_env_runners: NonNegativeInt = 0
     num_envs_per_env_runner: PositiveInt = 1
     rollout_fragment_length: PositiveInt | Literal["auto"] = "auto"
@@ -177,6 +184,8 @@ class ExperimentSpec(_Strict):
                     f"methods: {method.name!r} needs an off-policy algorithm ({', '.join(OFF_POLICY)}), "
                     f"not {self.algorithm.name!r}"
                 )
+        if self.algorithm.actor_optimizer is not None and self.algorithm.name != "ppo":
+            raise ValueError("algorithm.actor_optimizer: only supported for ppo")
         for key, values in self.grid.items():
             if not values:
                 raise ValueError(f"grid: {key!r} has no values")

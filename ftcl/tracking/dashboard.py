@@ -72,10 +72,20 @@ class TableSpec(BaseModel):
         default_factory=list,
         description="metric keys or globs; empty means the panels' metrics",
     )
-    at: Literal["final", "max", "mean"] = Field(
+    at: Literal["final", "max", "min", "mean"] = Field(
         default="final",
-        description="per-run value: last logged value (by step), maximum, or mean of logged values",
+        description="per-run value: last logged value (by step), maximum, minimum, or mean of logged "
+        "values; a metric written `key@min` (etc.) overrides it for that column",
     )
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_aggregations(cls, metrics: list[str]) -> list[str]:
+        for entry in metrics:
+            _, sep, at = entry.partition("@")
+            if sep and at not in ("final", "max", "min", "mean"):
+                raise ValueError(f"table metric {entry!r}: unknown aggregation {at!r}; allowed: final, max, min, mean")
+        return metrics
 
 
 class DashboardLayout(BaseModel):

@@ -247,6 +247,8 @@ def _per_run_value(curve: _Curve, at: str) -> float:
         return float(curve.values[-1])
     if at == "max":
         return float(curve.values.max())
+    if at == "min":
+        return float(curve.values.min())
     return float(curve.values.mean())
 
 
@@ -374,11 +376,12 @@ def _final_table(
                 record[layout.facet_by] = facet
             record[layout.group_by] = group
             for metric in metrics:
+                key, _, at = metric.partition("@")
                 values = np.array(
                     [
-                        _per_run_value(curve, layout.table.at)
+                        _per_run_value(curve, at or layout.table.at)
                         for run in runs
-                        if (curve := histories.get(run.info.run_id, metric)) is not None
+                        if (curve := histories.get(run.info.run_id, key)) is not None
                     ],
                     dtype=float,
                 )
@@ -406,7 +409,7 @@ def _format_cell(row: pd.Series, metric: str) -> str:
 def _display_table(table: pd.DataFrame, metrics: list[str], layout: DashboardLayout) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the human-readable table (`mean [CI] (n=…)` per metric)."""
     keys = ([layout.facet_by] if layout.facet_by is not None else []) + [layout.group_by]
-    header = keys + [f"{metric} ({layout.table.at})" for metric in metrics]
+    header = keys + [f"{metric.partition('@')[0]} ({metric.partition('@')[2] or layout.table.at})" for metric in metrics]
     rows = [
         [_label(str(row[key])) for key in keys] + [_format_cell(row, metric) for metric in metrics]
         for _, row in table.iterrows()
@@ -426,7 +429,7 @@ def _markdown(header: list[str], rows: list[list[str]], confidence: float) -> st
 # HTML
 
 
-_AT_WORDS = {"final": "last logged value", "max": "maximum", "mean": "mean of logged values"}
+_AT_WORDS = {"final": "last logged value", "max": "maximum", "min": "minimum", "mean": "mean of logged values"}
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
@@ -562,10 +565,12 @@ def build_report(
                 title = f"{panel.title} — {key}"
             panel_jobs.append((key, title, panel.ylabel or key, panel.ylim))
     table_metrics: list[str] = []
-    for pattern in dashboard.table_metrics:
+    for entry in dashboard.table_metrics:
+        pattern, _, at = entry.partition("@")
         for key in expand(pattern, "table column"):
-            if key not in table_metrics:
-                table_metrics.append(key)
+            column = f"{key}@{at}" if at else key
+            if column not in table_metrics:
+                table_metrics.append(column)
     table = _final_table(metrics=table_metrics, layout=dashboard, facets=facets, groups=groups,
                          cells=cells, histories=histories)
 

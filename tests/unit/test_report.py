@@ -170,7 +170,11 @@ def test_latest_group_report_table_html_and_mlflow_run(store: Store, tmp_path: P
     assert (bc > 0.9).all() and (finetune < 0.4).all()
 
     markdown = files.table_md.read_text()
-    assert markdown.splitlines()[0].startswith("| ftcl.variant | method | evaluation/far/success (final)")
+    assert markdown.splitlines()[0].startswith(
+        "| ftcl.variant | method | evaluation/far/success (min) | evaluation/far/success (final)"
+    )
+    # `key@min` columns: the per-run minimum over the curve, never above the per-run final value
+    assert (table["evaluation/far/success@min:mean"] <= table["evaluation/far/success:mean"] + 1e-12).all()
     assert "0.95 [" in markdown and "(n=3)" in markdown
 
     page = files.html.read_text()
