@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Submit `ftcl run SPEC` to a running Ray cluster as a Ray job (logs, status and stop via the dashboard).
+#   cluster/submit.sh http://HEAD:8265 tune_configs/toys/apple_retrieval.yaml [--set seeds=[0,1,2,3,4] ...]
+# The repo is uploaded as the job's working directory; the nodes need ftcl's dependencies installed
+# (see setup_commands in the cluster YAMLs). MLflow: point MLFLOW_TRACKING_URI at a server the head
+# can reach, or leave it unset to use the SQLite store in the job's FTCL_HOME on the head node.
+set -euo pipefail
+if [ $# -lt 2 ]; then
+  echo "usage: $0 DASHBOARD_ADDRESS SPEC [ftcl run options...]" >&2
+  exit 2
+fi
+address=$1; spec=$2; shift 2
+cd "$(dirname "$0")/.."
+env_vars="{\"FTCL_HOME\": \"${FTCL_HOME:-/tmp/ftcl}\""
+if [ -n "${MLFLOW_TRACKING_URI:-}" ]; then env_vars="$env_vars, \"MLFLOW_TRACKING_URI\": \"$MLFLOW_TRACKING_URI\""; fi
+env_vars="$env_vars}"
+exec ray job submit --address "$address" --working-dir . \
+  --runtime-env-json "{\"excludes\": [\".venv\", \".ftcl\", \".git\", \"results\"], \"env_vars\": $env_vars}" \
+  -- python -m ftcl.cli run "$spec" --address auto "$@"

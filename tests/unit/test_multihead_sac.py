@@ -1,0 +1,455 @@
+"""Multi-head SAC RLModule (paper §4.2 / Continual World networks) and no bootstrapping at stage
+boundaries (paper §2.3), on the real RoboticSequence env and a real RetentionSAC.
+
+Stage successes come from Meta-World's scripted expert policies acting in the real env (a random
+policy never solves a stage in a test-sized budget), turned into RLlib episodes as an EnvRunner
+would record them.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import uuid
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from metaworld.policies import ENV_POLICY_MAP
+from torch import nn
+
+from ray.rllib.algorithms.sac.sac_learner import QF_LOSS_KEY, QF_PREDS, QF_TWIN_PREDS
+from ray.rllib.connectors.learner import AddColumnsFromEpisodesToTrainBatch
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.training_data import TrainingData
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
+
+from ftcl.algorithms import RetentionSACConfig
+from ftcl.algorithms.retention_learner import actor_distribution_function, split_actor_critic_parameters
+from ftcl.algorithms.stage_bootstrap import (
+    STAGE_DONE_TERMINALS_METRIC,
+    StageDoneAsTerminal,
+    transition_terminals,
+)
+from ftcl.envs.robotic_sequence import META_WORLD_OBS_DIM, Options, RoboticSequenceEnv, make_env
+from ftcl.models.multihead_sac import MultiHeadSACModule, SquashedGaussian
+from ftcl.retention import PolicyHandle, TermInputs, build_term
+
+TWO_STAGES = {"stages": ["reach", "button-press-topdown"], "stage_time_limit": 200, "seed": 0}
+TINY_NET = {"hidden_layers": 2, "hidden_size": 32}
+
+
+# --------------------------------------------------------------------------------------- helpers
+def build_module(env: gym.Env, **model_config: Any) -> MultiHeadSACModule:
+    module = MultiHeadSACModule(
+        observation_space=env.observation_space, action_space=env.action_space, model_config=model_config
+    )
+    module.make_target_networks()
+    return module
+
+
+def with_stage(observations: np.ndarray, stages: list[int], num_stages: int) -> torch.Tensor:
+    """Copies of the observations whose one-hot names the given stages (row i -> stages[i])."""
+    rows = np.array(observations, dtype=np.float32, copy=True)
+    rows[:, META_WORLD_OBS_DIM : META_WORLD_OBS_DIM + num_stages] = 0.0
+    rows[np.arange(len(rows)), META_WORLD_OBS_DIM + np.asarray(stages)] = 1.0
+    return torch.as_tensor(rows)
+
+
+def expert_action(env: RoboticSequenceEnv, obs: np.ndarray) -> np.ndarray:
+    stage = int(np.argmax(obs[META_WORLD_OBS_DIM : META_WORLD_OBS_DIM + env.num_stages]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        action = ENV_POLICY_MAP[env.stage_names[stage]]().get_action(obs[:META_WORLD_OBS_DIM].astype(np.float64))
+    return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+def expert_episode(env: RoboticSequenceEnv, seed: int) -> SingleAgentEpisode:
+    """One real RoboticSequence episode of the scripted experts, as an EnvRunner records it."""
+    obs, info = env.reset(seed=seed)
+    observations, infos, actions, rewards = [obs], [info], [], []
+    terminated = truncated = False
+    while not (terminated or truncated):
+        action = expert_action(env, obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs), infos.append(info), actions.append(action), rewards.append(float(reward))
+    episode = SingleAgentEpisode(
+        observations=observations,
+        infos=infos,
+        actions=actions,
+        rewards=rewards,
+        terminated=terminated,
+        truncated=truncated,
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        len_lookback_buffer=0,
+    )
+    return episode.to_numpy()
+
+
+def copy_with_new_id(episode: SingleAgentEpisode, start: int, stop: int) -> SingleAgentEpisode:
+    """Steps [start, stop) of an episode as a fresh chunk with its own id (replay needs distinct ids)."""
+    return SingleAgentEpisode(
+        id_=uuid.uuid4().hex,
+        observations=list(episode.get_observations(slice(start, stop + 1))),
+        infos=list(episode.get_infos(slice(start, stop + 1))),
+        actions=list(episode.get_actions(slice(start, stop))),
+        rewards=list(episode.get_rewards(slice(start, stop))),
+        terminated=episode.is_terminated and stop == len(episode),
+        truncated=episode.is_truncated and stop == len(episode),
+        observation_space=episode.observation_space,
+        action_space=episode.action_space,
+        len_lookback_buffer=0,
+    ).to_numpy()
+
+
+def intermediate_stage_done_steps(episode: SingleAgentEpisode) -> list[int]:
+    """Transitions t whose step info says stage_done while the episode goes on."""
+    infos = episode.get_infos(slice(1, len(episode) + 1))
+    return [t for t, info in enumerate(infos) if info.get("stage_done") and t < len(episode) - 1]
+
+
+# ------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def four_stage_env() -> Iterator[RoboticSequenceEnv]:
+    env = make_env(Options().model_dump())  # the paper's 4 stages: obs = 39 + 4 + 1
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def two_stage_env() -> Iterator[RoboticSequenceEnv]:
+    env = make_env(TWO_STAGES)
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def solved_episode(two_stage_env: RoboticSequenceEnv) -> SingleAgentEpisode:
+    """The experts solve reach then button-press-topdown: one intermediate stage_done step."""
+    episode = expert_episode(two_stage_env, seed=0)
+    assert episode.is_terminated and episode.get_infos(-1)["success"]
+    assert len(intermediate_stage_done_steps(episode)) == 1
+    return episode
+
+
+# ----------------------------------------------------------------------------- architecture
+def test_paper_architecture_layers_and_parameter_count(four_stage_env: RoboticSequenceEnv) -> None:
+    module = build_module(four_stage_env)  # defaults: 4 x 256, LayerNorm, 4 heads inferred
+    assert module.num_heads == 4 and module.one_hot_start == META_WORLD_OBS_DIM
+    for trunk in (module.pi_encoder, module.qf_encoder, module.qf_twin_encoder):
+        layers = list(trunk.layers)
+        linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
+        assert len(linears) == 4 and all(layer.out_features == 256 for layer in linears)
+        # Linear -> LayerNorm -> tanh (CW), then (Linear -> LeakyReLU(0.2)) x 3
+        assert isinstance(layers[1], nn.LayerNorm) and isinstance(layers[2], nn.Tanh)
+        assert sum(isinstance(layer, nn.LayerNorm) for layer in layers) == 1
+        leaky = [layer for layer in layers if isinstance(layer, nn.LeakyReLU)]
+        assert len(leaky) == 3 and all(layer.negative_slope == 0.2 for layer in leaky)
+    obs_dim, action_dim, heads, hidden = META_WORLD_OBS_DIM + 4 + 1, 4, 4, 256
+
+    def trunk_size(inputs: int) -> int:
+        return inputs * hidden + hidden + 2 * hidden + 3 * (hidden * hidden + hidden)
+
+    def count(prefix: str) -> int:
+        return sum(p.numel() for n, p in module.named_parameters() if n.split(".")[0] == prefix)
+
+    assert count("pi_encoder") == trunk_size(obs_dim)
+    assert count("pi") == heads * (hidden * 2 * action_dim + 2 * action_dim)
+    for name in ("qf", "qf_twin"):
+        assert count(f"{name}_encoder") == trunk_size(obs_dim + action_dim)
+        assert count(name) == heads * (hidden + 1)
+        assert count(f"target_{name}") == count(name)
+
+
+def test_layer_norm_can_be_switched_off(two_stage_env: RoboticSequenceEnv) -> None:
+    module = build_module(two_stage_env, layer_norm=False, **TINY_NET)
+    layers = list(module.pi_encoder.layers)
+    assert not any(isinstance(layer, nn.LayerNorm) for layer in layers)
+    assert all(isinstance(layers[i], nn.LeakyReLU) for i in (1, 3))
+
+
+def test_output_is_the_active_stage_head(four_stage_env: RoboticSequenceEnv) -> None:
+    torch.manual_seed(0)
+    module = build_module(four_stage_env, **TINY_NET)
+    obs, _ = four_stage_env.reset(seed=0)
+    stages = [0, 1, 2, 3, 2, 0]
+    observations = with_stage(np.repeat(obs[None], len(stages), 0), stages, 4)
+    actions = torch.rand(len(stages), 4) * 2 - 1
+    with torch.no_grad():
+        inputs = module.actor_distribution_inputs(observations)
+        q_values = module.compute_q_values({Columns.OBS: observations, Columns.ACTIONS: actions})
+        for row, stage in enumerate(stages):
+            features = module.pi_encoder(observations[row : row + 1])
+            mean, log_std = module.pi.heads[stage](features).chunk(2, dim=-1)
+            expected = torch.cat([mean, log_std.clamp(-20.0, 2.0)], dim=-1)[0]
+            torch.testing.assert_close(inputs[row], expected, rtol=0, atol=1e-6)
+            critic_input = torch.cat([observations[row : row + 1], actions[row : row + 1]], dim=-1)
+            q1 = module.qf.heads[stage](module.qf_encoder(critic_input))
+            q2 = module.qf_twin.heads[stage](module.qf_twin_encoder(critic_input))
+            torch.testing.assert_close(q_values[row], torch.min(q1, q2)[0, 0], rtol=0, atol=1e-6)
+    # Same Meta-World state, different stage: a different head answers.
+    assert not torch.allclose(inputs[0], inputs[1])
+
+
+def test_gradients_reach_only_the_active_heads(four_stage_env: RoboticSequenceEnv) -> None:
+    torch.manual_seed(0)
+    module = build_module(four_stage_env, **TINY_NET)
+    obs, _ = four_stage_env.reset(seed=0)
+    observations = with_stage(np.repeat(obs[None], 4, 0), [0, 2, 2, 0], 4)
+    actions = torch.zeros(4, 4)
+    loss = module.actor_distribution_inputs(observations).square().sum()
+    loss = loss + module.compute_q_values({Columns.OBS: observations, Columns.ACTIONS: actions}).square().sum()
+    loss.backward()
+    for heads in (module.pi, module.qf):
+        for stage, head in enumerate(heads.heads):
+            gradient = head.weight.grad
+            if stage in (0, 2):
+                assert gradient is not None and gradient.abs().sum() > 0, f"active head {stage} got no gradient"
+            else:
+                assert gradient is None or torch.count_nonzero(gradient) == 0, f"inactive head {stage} moved"
+    assert module.pi_encoder.layers[0].weight.grad.abs().sum() > 0  # the shared trunk learns
+
+
+def test_log_std_is_clipped_in_the_module_and_taken_as_is_by_the_distribution(
+    two_stage_env: RoboticSequenceEnv,
+) -> None:
+    module = build_module(two_stage_env, log_std_bounds=[-7.0, 1.5], **TINY_NET)
+    obs, _ = two_stage_env.reset(seed=0)
+    with torch.no_grad():
+        for head in module.pi.heads:
+            head.bias[4:] = torch.tensor([50.0, -50.0, 0.3, -6.0])
+        inputs = module._forward_inference({Columns.OBS: torch.as_tensor(obs[None])})[Columns.ACTION_DIST_INPUTS]
+    log_std = inputs[0, 4:]
+    assert log_std[0] == 1.5 and log_std[1] == -7.0
+    distribution = SquashedGaussian.from_logits(inputs)
+    torch.testing.assert_close(distribution._dist.scale.log()[0], log_std, rtol=0, atol=1e-6)  # no 2nd clamp
+    # Evaluation (explore=False) acts with tanh(μ), as Continual World does, not the raw μ.
+    mean = inputs[0, :4]
+    torch.testing.assert_close(distribution.to_deterministic().sample()[0], torch.tanh(mean))
+
+
+def test_bad_model_options_are_named(two_stage_env: RoboticSequenceEnv) -> None:
+    with pytest.raises(ValueError, match="unknown model option.*hidden_layer'.*allowed"):
+        build_module(two_stage_env, hidden_layer=3)
+    with pytest.raises(ValueError, match="log_std_bounds"):
+        build_module(two_stage_env, log_std_bounds=[2.0, -20.0])
+    # 3 heads would put the "one-hot" on a Meta-World dim (unbounded): refused.
+    with pytest.raises(ValueError, match="should be the stage one-hot"):
+        build_module(two_stage_env, num_heads=3)
+    pendulum = gym.make("Pendulum-v1")
+    with pytest.raises(ValueError, match="cannot infer num_heads"):
+        build_module(pendulum)
+
+
+def test_retention_split_sees_heads_as_actor_and_critic(four_stage_env: RoboticSequenceEnv) -> None:
+    torch.manual_seed(0)
+    module = build_module(four_stage_env, **TINY_NET)
+    actor, critic = split_actor_critic_parameters(module)
+    assert actor and all(n.split(".")[0] in ("pi_encoder", "pi") for n in actor)
+    assert {f"pi.heads.{k}.weight" for k in range(4)} <= set(actor)
+    assert {f"{c}.heads.{k}.weight" for c in ("qf", "qf_twin") for k in range(4)} <= set(critic)
+    assert all(n.split(".")[0] in ("qf_encoder", "qf", "qf_twin_encoder", "qf_twin") for n in critic)
+    assert set(actor) | set(critic) == {n for n, _ in module.named_parameters() if not n.startswith("target_")}
+
+    # BC on π*'s stage-1 states: after the actor drifts, its gradient moves the trunk and head 1
+    # of the actor only — no critic parameter and no other stage's head.
+    obs, _ = four_stage_env.reset(seed=0)
+    states = with_stage(np.repeat(obs[None], 16, 0) + np.random.default_rng(0).normal(0, 0.01, (16, obs.size)), [1] * 16, 4)
+    handle = PolicyHandle(
+        module=module,
+        distribution_inputs=actor_distribution_function(module),
+        distribution_kind="diag_gaussian",
+        actor_parameter_names=actor,
+        critic_parameter_names=critic,
+    )
+    term = build_term({"name": "bc", "coeff": 1.0, "buffer_size": 16, "batch_size": 16})
+    term.prepare(handle, {"obs": states.numpy()})
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if name in actor:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    actor_loss, critic_loss = term.losses(TermInputs(observations=states))
+    assert critic_loss is None
+    actor_loss.backward()
+    moved = {n for n, p in module.named_parameters() if p.grad is not None and torch.count_nonzero(p.grad) > 0}
+    assert "pi_encoder.layers.0.weight" in moved and "pi.heads.1.weight" in moved
+    assert moved <= set(actor)
+    assert not moved & {f"pi.heads.{k}.weight" for k in (0, 2, 3)}
+
+
+# ----------------------------------------------------------------------------- stage boundaries
+def test_transition_terminals_of_a_real_episode(solved_episode: SingleAgentEpisode) -> None:
+    terminals = transition_terminals(solved_episode)
+    [boundary] = intermediate_stage_done_steps(solved_episode)
+    expected = [False] * len(solved_episode)
+    expected[boundary] = True  # reach solved: terminal for SAC, although the episode goes on
+    expected[-1] = True  # button-press-topdown solved: the episode terminates
+    assert terminals == expected
+    # The stage switch is real: the next observation already shows stage 2's one-hot.
+    next_obs = solved_episode.get_observations(boundary + 1)
+    assert next_obs[META_WORLD_OBS_DIM + 1] == 1.0 and next_obs[-1] == 0.0
+
+
+def test_truncated_time_out_stays_bootstrapped() -> None:
+    env = make_env({**TWO_STAGES, "stage_time_limit": 5, "timeout_is_terminal": False})
+    obs, info = env.reset(seed=0)
+    observations, infos = [obs], [info]
+    for _ in range(5):
+        obs, _, terminated, truncated, info = env.step(np.zeros(4, dtype=np.float32))
+        observations.append(obs), infos.append(info)
+    env.close()
+    assert truncated and not terminated and infos[-1]["stage_done"]
+    episode = SingleAgentEpisode(
+        observations=observations, infos=infos, actions=[np.zeros(4, np.float32)] * 5, rewards=[0.0] * 5,
+        truncated=True, len_lookback_buffer=0,
+    )
+    assert transition_terminals(episode) == [False] * 5
+
+
+def test_connector_refuses_a_ready_terminateds_column() -> None:
+    with pytest.raises(ValueError, match="already set"):
+        StageDoneAsTerminal()(rl_module=None, batch={Columns.TERMINATEDS: {}}, episodes=[])
+
+
+def test_n_step_returns_are_refused_with_stage_done() -> None:
+    config = RetentionSACConfig().environment("Pendulum-v1").training(n_step=3)
+    with pytest.raises(ValueError, match="needs n_step=1"):
+        config.validate()
+    config.training(stage_done_is_terminal=False).validate()
+
+
+# ------------------------------------------------------------------------- RLlib, end to end
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    import ray
+
+    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def tiny_config(stage_done_is_terminal: bool = True) -> RetentionSACConfig:
+    return (
+        RetentionSACConfig()
+        .environment(RoboticSequenceEnv, env_config={**TWO_STAGES, "stage_time_limit": 50})
+        .env_runners(num_env_runners=0, rollout_fragment_length=50)
+        .learners(num_learners=0)
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=MultiHeadSACModule, model_config=TINY_NET))
+        .training(
+            train_batch_size_per_learner=64,
+            num_steps_sampled_before_learning_starts=100,
+            replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": 20_000},
+            stage_done_is_terminal=stage_done_is_terminal,
+        )
+        .debugging(seed=0, log_level="ERROR")
+    )
+
+
+@pytest.fixture(scope="module")
+def algo(ray_session: None) -> Iterator[Any]:
+    algorithm = tiny_config().build_algo()
+    yield algorithm
+    algorithm.stop()
+
+
+def module_of(algorithm: Any) -> MultiHeadSACModule:
+    return algorithm.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+
+
+@pytest.mark.slow
+def test_trains_in_retention_sac(algo: Any) -> None:
+    module = module_of(algo)
+    assert isinstance(module, MultiHeadSACModule) and module.num_heads == 2
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    trained = 0
+    for _ in range(4):
+        result = algo.train()
+        trained += int(result["learners"][DEFAULT_MODULE_ID]["num_module_steps_trained"])
+    assert trained > 0
+    changed = {n for n, p in module.named_parameters() if not torch.equal(p, before[n])}
+    # Random play stays in stage 0 (reach): its heads, the trunks and the targets (Polyak) move.
+    for name in ("pi_encoder.layers.0.weight", "pi.heads.0.weight", "qf.heads.0.weight",
+                 "qf_twin_encoder.layers.0.weight", "target_qf.heads.0.weight"):
+        assert name in changed, name
+    assert "pi.heads.1.weight" not in changed and "qf.heads.1.weight" not in changed
+    # The EnvRunner's (inference-only) copy got the new actor weights.
+    runner_module = algo.env_runner.module
+    assert torch.equal(runner_module.pi.heads[0].weight, module.pi.heads[0].weight)
+    assert not hasattr(runner_module, "qf")
+    # The connector sits right before RLlib's AddColumnsFromEpisodesToTrainBatch.
+    pieces = [type(piece) for piece in algo.learner_group._learner._learner_connector.connectors]
+    assert pieces.index(StageDoneAsTerminal) + 1 == pieces.index(AddColumnsFromEpisodesToTrainBatch)
+
+
+@pytest.mark.slow
+def test_learner_batch_marks_stage_done_terminal(algo: Any, solved_episode: SingleAgentEpisode) -> None:
+    learner = algo.learner_group._learner
+    [boundary] = intermediate_stage_done_steps(solved_episode)
+    # (a) The whole real episode through the learner's connector pipeline.
+    batch = learner._make_batch_if_necessary(TrainingData(episodes=[solved_episode])).policy_batches[DEFAULT_MODULE_ID]
+    terminateds = np.asarray(batch[Columns.TERMINATEDS]).astype(bool)
+    assert np.flatnonzero(terminateds).tolist() == [boundary, len(solved_episode) - 1]
+    # (b) RLlib's 1-step replay samples keep the step's info: every sampled row agrees with the env.
+    buffer = EpisodeReplayBuffer(capacity=10_000)
+    buffer.add([solved_episode])
+    sampled = buffer.sample(num_items=3000, n_step=1, sample_episodes=True, gamma=0.99)
+    batch = learner._make_batch_if_necessary(TrainingData(episodes=sampled)).policy_batches[DEFAULT_MODULE_ID]
+    terminateds = np.asarray(batch[Columns.TERMINATEDS]).astype(bool)
+    truth = transition_terminals(solved_episode)
+    assert terminateds.tolist() == [truth[episode.t_started] for episode in sampled]
+    assert boundary in {episode.t_started for episode, done in zip(sampled, terminateds) if done}
+
+
+@pytest.mark.slow
+def test_critic_target_is_the_reward_at_a_stage_boundary(algo: Any, solved_episode: SingleAgentEpisode) -> None:
+    """y = r for the stage_done transition, y = r + γ·V̄(s') for the others, in RLlib's SAC loss."""
+    learner = algo.learner_group._learner
+    [boundary] = intermediate_stage_done_steps(solved_episode)
+    window = copy_with_new_id(solved_episode, boundary - 2, boundary + 3)  # 5 steps, boundary at 2
+    batch = learner._make_batch_if_necessary(TrainingData(episodes=[window])).policy_batches[DEFAULT_MODULE_ID]
+    rewards = torch.as_tensor(batch[Columns.REWARDS], dtype=torch.float32)
+    gamma, v_next = algo.config.gamma, 1000.0
+    for row in range(len(window)):
+        one = {key: torch.as_tensor(np.asarray(batch[key])[row : row + 1]) for key in (Columns.TERMINATEDS, Columns.REWARDS)}
+        one.update(weights=torch.ones(1), n_step=torch.ones(1))
+        zeros = torch.zeros(1)
+        fwd_out = {  # Q_φ(s,a) = 0, min Q_φ̄(s',a') = 1000, log π = 0: y is the whole TD error
+            QF_PREDS: zeros, QF_TWIN_PREDS: zeros, "q_target_next": torch.full((1,), v_next),
+            "logp_next_resampled": zeros, "logp_resampled": zeros, "q_curr": zeros,
+        }
+        learner._compute_loss_for_module_continuous(
+            module_id=DEFAULT_MODULE_ID, config=algo.config, batch=one, fwd_out=fwd_out
+        )
+        target = rewards[row] + (0.0 if row == 2 else gamma * v_next)
+        # Huber(0, y) with δ = 1 is |y| − ½ for |y| ≥ 1 (all rewards here are ≥ 1 or y ≥ 990).
+        huber = 0.5 * target**2 if abs(target) < 1 else abs(target) - 0.5
+        loss = learner._temp_losses[(DEFAULT_MODULE_ID, QF_LOSS_KEY)]
+        torch.testing.assert_close(loss, torch.tensor(float(huber)), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_training_run_counts_stage_done_terminals(algo: Any, solved_episode: SingleAgentEpisode) -> None:
+    """A real train() on a buffer that holds the experts' stage switch: the learner saw it as terminal."""
+    [boundary] = intermediate_stage_done_steps(solved_episode)
+    algo.local_replay_buffer.add(
+        [copy_with_new_id(solved_episode, boundary - 1, boundary + 1) for _ in range(300)]
+    )
+    result = algo.train()
+    counted = result["learners"][DEFAULT_MODULE_ID][STAGE_DONE_TERMINALS_METRIC]
+    assert counted > 0
+
+
+def test_stage_done_handling_can_be_switched_off() -> None:
+    config = tiny_config(stage_done_is_terminal=False)
+    pipeline = config.build_learner_connector(None, None)
+    assert not any(isinstance(piece, StageDoneAsTerminal) for piece in pipeline.connectors)
+    assert any(isinstance(piece, StageDoneAsTerminal) for piece in tiny_config().build_learner_connector(None, None).connectors)
