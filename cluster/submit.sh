@@ -11,6 +11,10 @@ if [ $# -lt 2 ]; then
 fi
 address=$1; spec=$2; shift 2
 cd "$(dirname "$0")/.."
+# Ray 2.60 clusters use token auth by default; the job client only sends the token in token mode.
+if [ -z "${RAY_AUTH_MODE:-}" ] && { [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -f "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" ]; }; then
+  export RAY_AUTH_MODE=token
+fi
 env_vars="{\"FTCL_HOME\": \"${FTCL_HOME:-/tmp/ftcl}\""
 if [ -n "${MLFLOW_TRACKING_URI:-}" ]; then env_vars="$env_vars, \"MLFLOW_TRACKING_URI\": \"$MLFLOW_TRACKING_URI\""; fi
 env_vars="$env_vars}"

@@ -457,7 +457,7 @@ def ray_session() -> contextlib.AbstractContextManager:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         started = not ray.is_initialized()
         if started:
-            ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
         try:
             yield

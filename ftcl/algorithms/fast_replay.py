@@ -48,17 +48,22 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from ftcl.algorithms.stage_bootstrap import STAGE_DONE_TERMINALS_METRIC, transition_terminals
 from ftcl.retention.memory import split_sample_counts
 
-FLAT_KEYS = ("obs", "actions", "rewards", "next_obs", "terminateds")
-"""What the flat buffer stores per transition (truncation needs no flag: it bootstraps)."""
+FLAT_KEYS = ("obs", "actions", "rewards", "next_obs", "terminateds", "stage_done_only")
+"""What the flat buffer stores per transition (truncation needs no flag: it bootstraps);
+`stage_done_only` marks rows made terminal only by info["stage_done"] (for the metric)."""
 
 
-def episodes_to_transitions(episodes: Sequence[Any]) -> dict[str, np.ndarray]:
+def episodes_to_transitions(episodes: Sequence[Any], stage_done_is_terminal: bool = False) -> dict[str, np.ndarray]:
     """Flatten RLlib `SingleAgentEpisode` chunks into transition arrays (FLAT_KEYS).
 
     Row t of a chunk of length L is (o_t, a_t, r_t, o_{t+1}, d_t) with d_t = True only for the
-    last row of a terminated chunk, exactly what `EpisodeReplayBuffer` samples with n_step=1.
+    last row of a terminated chunk, exactly what `EpisodeReplayBuffer` samples with n_step=1;
+    with `stage_done_is_terminal`, d_t is `stage_bootstrap.transition_terminals` (terminated OR
+    the step's info["stage_done"], never at a truncation), as the `StageDoneAsTerminal`
+    learner connector builds it.
     """
     parts: dict[str, list[np.ndarray]] = {key: [] for key in FLAT_KEYS}
     for episode in episodes:
@@ -72,7 +77,13 @@ def episodes_to_transitions(episodes: Sequence[Any]) -> dict[str, np.ndarray]:
         parts["rewards"].append(np.asarray(episode.get_rewards(slice(0, length)), dtype=np.float32))
         terminateds = np.zeros(length, dtype=bool)
         terminateds[-1] = bool(episode.is_terminated)
+        stage_done_only = np.zeros(length, dtype=bool)
+        if stage_done_is_terminal:
+            with_stage_done = np.asarray(transition_terminals(episode), dtype=bool)
+            stage_done_only = with_stage_done & ~terminateds
+            terminateds = with_stage_done
         parts["terminateds"].append(terminateds)
+        parts["stage_done_only"].append(stage_done_only)
     if not parts["obs"]:
         return {}
     return {key: np.concatenate(values) for key, values in parts.items()}
@@ -93,6 +104,7 @@ class FlatTransitionReplay:
         protected_capacity: int = 0,
         protected_fraction: float | None = None,
         seed: int | None = None,
+        stage_done_is_terminal: bool = False,
     ) -> None:
         if capacity <= 0:
             raise ValueError(f"capacity must be positive; got {capacity}")
@@ -102,6 +114,7 @@ class FlatTransitionReplay:
         self.protected_capacity = protected_capacity
         self.online_capacity = capacity - protected_capacity
         self.protected_fraction = protected_fraction
+        self.stage_done_is_terminal = stage_done_is_terminal
         self.rng = np.random.default_rng(seed)
         self.online: dict[str, np.ndarray] = {}
         self.protected: dict[str, np.ndarray] = {}
@@ -128,7 +141,7 @@ class FlatTransitionReplay:
     # ---------------------------------------------------------------- adding
     def add(self, episodes: Sequence[Any]) -> int:
         """Store the transitions of sampled episode chunks; returns how many were added."""
-        return self.add_transitions(episodes_to_transitions(episodes))
+        return self.add_transitions(episodes_to_transitions(episodes, self.stage_done_is_terminal))
 
     def add_transitions(self, transitions: dict[str, np.ndarray]) -> int:
         """Append transitions (FLAT_KEYS) to the online FIFO, overwriting the oldest when full."""
@@ -163,6 +176,7 @@ class FlatTransitionReplay:
             "rewards": np.asarray(data["rewards"][:count], dtype=np.float32),
             "next_obs": np.asarray(data["next_obs"][:count], dtype=np.float32),
             "terminateds": np.asarray(data["terminateds"][:count], dtype=bool),
+            "stage_done_only": np.zeros(count, dtype=bool),
         }
         return count
 
@@ -285,6 +299,11 @@ def flat_training_step(algo: Any) -> None:
         rows = buffer.sample_rows(train_weight, minibatch_size)
         batch = rows_to_train_batch(rows)
     algo.metrics.log_value((REPLAY_BUFFER_RESULTS, "num_env_steps_stored"), buffer.get_num_timesteps(), window=1)
+    if buffer.stage_done_is_terminal:  # as the StageDoneAsTerminal connector counts: per sampled row
+        algo.metrics.log_value(
+            (LEARNER_RESULTS, DEFAULT_MODULE_ID, STAGE_DONE_TERMINALS_METRIC),
+            int(rows["stage_done_only"].sum()), reduce="lifetime_sum",
+        )
     if buffer.num_protected_timesteps:
         algo.metrics.log_value(
             (REPLAY_BUFFER_RESULTS, "protected_items_per_sample"), float(buffer.last_protected_counts.mean()), window=1

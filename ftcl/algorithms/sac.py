@@ -22,6 +22,7 @@ from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
 from ray.rllib.utils.from_config import NotProvided
 from ray.rllib.utils.typing import ModuleID, TensorType
 
+from ftcl.algorithms.fast_learner import FusedChecksLearnerMixin
 from ftcl.algorithms.fast_replay import FlatTransitionReplay, check_flat_replay_config, flat_training_step
 from ftcl.algorithms.replay import ProtectedMemoryEpisodeReplayBuffer
 from ftcl.algorithms.retention_algorithm import RetentionAlgorithmMixin, RetentionConfigMixin
@@ -29,8 +30,12 @@ from ftcl.algorithms.retention_learner import RETENTION_CONFIG_KEY, RetentionLea
 from ftcl.algorithms.stage_bootstrap import insert_stage_done_connector
 
 
-class RetentionSACTorchLearner(RetentionLearnerMixin, SACTorchLearner):
-    """SAC losses + λ·R(θ) on the actor's optimizer, with freezing and skip-train."""
+class RetentionSACTorchLearner(RetentionLearnerMixin, FusedChecksLearnerMixin, SACTorchLearner):
+    """SAC losses + λ·R(θ) on the actor's optimizer, with freezing and skip-train.
+
+    `FusedChecksLearnerMixin` only makes RLlib's gradient checks and target updates cheaper
+    (same arithmetic; `ftcl.algorithms.fast_learner`).
+    """
 
     def _add_retention_losses(
         self,
@@ -141,6 +146,7 @@ class RetentionSAC(RetentionAlgorithmMixin, SAC):
             memory = settings["method"] if settings and settings["method"]["name"] == "em" else None
             return FlatTransitionReplay(
                 capacity=int(config.replay_buffer_config["capacity"]),
+                stage_done_is_terminal=bool(getattr(config, "stage_done_is_terminal", False)),
                 protected_capacity=int(memory["memory_size"]) if memory else 0,
                 protected_fraction=memory.get("sample_fraction") if memory else None,
                 seed=config.seed,

@@ -30,6 +30,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
 
 from ftcl.algorithms import RetentionSACConfig
@@ -332,7 +333,8 @@ def test_n_step_returns_are_refused_with_stage_done() -> None:
 def ray_session() -> Iterator[None]:
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    # address="local": a private Ray instance even if `ray start` left a cluster on this machine
+    ray.init(address="local", num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -409,31 +411,41 @@ def test_learner_batch_marks_stage_done_terminal(algo: Any, solved_episode: Sing
     assert boundary in {episode.t_started for episode, done in zip(sampled, terminateds) if done}
 
 
+def assert_td_targets(learner: Any, config: Any, batch: Any, boundary_row: int) -> None:
+    """Run RLlib's SAC critic loss row by row with Q_φ(s,a) = 0, min Q_φ̄(s',a') = V̄ = 1000 and
+    log π = 0, so that the loss is Huber(0, y) and reveals the TD target y of each row."""
+    gamma, v_next = config.gamma, 1000.0
+    rewards = torch.as_tensor(np.asarray(batch[Columns.REWARDS]), dtype=torch.float32)
+    terminateds = torch.as_tensor(np.asarray(batch[Columns.TERMINATEDS]))
+    zeros = torch.zeros(1)
+    for row in range(len(rewards)):
+        one = {Columns.REWARDS: rewards[row : row + 1], Columns.TERMINATEDS: terminateds[row : row + 1]}
+        one.update(weights=torch.ones(1), n_step=torch.ones(1))
+        fwd_out = {
+            QF_PREDS: zeros, QF_TWIN_PREDS: zeros, "q_target_next": torch.full((1,), v_next),
+            "logp_next_resampled": zeros, "logp_resampled": zeros, "q_curr": zeros,
+        }
+        learner._compute_loss_for_module_continuous(module_id=DEFAULT_MODULE_ID, config=config, batch=one, fwd_out=fwd_out)
+        # y = r at the stage boundary; y = r + γ·V̄(s') elsewhere (no episode end in this window)
+        target = float(rewards[row]) + (0.0 if row == boundary_row else gamma * v_next)
+        huber = 0.5 * target**2 if abs(target) < 1.0 else abs(target) - 0.5  # Huber, δ = 1
+        loss = learner._temp_losses[(DEFAULT_MODULE_ID, QF_LOSS_KEY)]
+        torch.testing.assert_close(loss, torch.tensor(huber), rtol=1e-5, atol=1e-4, msg=f"row {row}")
+
+
 @pytest.mark.slow
 def test_critic_target_is_the_reward_at_a_stage_boundary(algo: Any, solved_episode: SingleAgentEpisode) -> None:
     """y = r for the stage_done transition, y = r + γ·V̄(s') for the others, in RLlib's SAC loss."""
     learner = algo.learner_group._learner
     [boundary] = intermediate_stage_done_steps(solved_episode)
-    window = copy_with_new_id(solved_episode, boundary - 2, boundary + 3)  # 5 steps, boundary at 2
+    window = copy_with_new_id(solved_episode, boundary - 2, boundary + 3)  # 5 steps, boundary at row 2
     batch = learner._make_batch_if_necessary(TrainingData(episodes=[window])).policy_batches[DEFAULT_MODULE_ID]
-    rewards = torch.as_tensor(batch[Columns.REWARDS], dtype=torch.float32)
-    gamma, v_next = algo.config.gamma, 1000.0
-    for row in range(len(window)):
-        one = {key: torch.as_tensor(np.asarray(batch[key])[row : row + 1]) for key in (Columns.TERMINATEDS, Columns.REWARDS)}
-        one.update(weights=torch.ones(1), n_step=torch.ones(1))
-        zeros = torch.zeros(1)
-        fwd_out = {  # Q_φ(s,a) = 0, min Q_φ̄(s',a') = 1000, log π = 0: y is the whole TD error
-            QF_PREDS: zeros, QF_TWIN_PREDS: zeros, "q_target_next": torch.full((1,), v_next),
-            "logp_next_resampled": zeros, "logp_resampled": zeros, "q_curr": zeros,
-        }
-        learner._compute_loss_for_module_continuous(
-            module_id=DEFAULT_MODULE_ID, config=algo.config, batch=one, fwd_out=fwd_out
-        )
-        target = rewards[row] + (0.0 if row == 2 else gamma * v_next)
-        # Huber(0, y) with δ = 1 is |y| − ½ for |y| ≥ 1 (all rewards here are ≥ 1 or y ≥ 990).
-        huber = 0.5 * target**2 if abs(target) < 1 else abs(target) - 0.5
-        loss = learner._temp_losses[(DEFAULT_MODULE_ID, QF_LOSS_KEY)]
-        torch.testing.assert_close(loss, torch.tensor(float(huber)), rtol=1e-5, atol=1e-4)
+    assert float(np.asarray(batch[Columns.REWARDS])[2]) > 100  # the success step's β·r·(T − t) bonus
+    trainer_metrics, learner.metrics = learner.metrics, MetricsLogger()  # keep these logs out of train()
+    try:
+        assert_td_targets(learner, algo.config, batch, boundary_row=2)
+    finally:
+        learner.metrics = trainer_metrics
 
 
 @pytest.mark.slow
