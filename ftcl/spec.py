@@ -281,6 +281,25 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def available_method_presets() -> list[str]:
+    return sorted(p.stem for p in (PRESET_DIR / "methods").glob("*.yaml"))
+
+
+def _resolve_method_preset(entry: Any, index: int) -> Any:
+    """A method entry `{preset: NAME, ...}`: the preset file's fields, then the entry's own."""
+    if not isinstance(entry, dict) or "preset" not in entry:
+        return entry
+    entry = dict(entry)
+    name = entry.pop("preset")
+    path = PRESET_DIR / "methods" / f"{name}.yaml"
+    if not isinstance(name, str) or not path.is_file():
+        raise SpecError(
+            f"methods.{index}.preset: unknown method preset {name!r}; allowed: "
+            f"{', '.join(available_method_presets()) or '(none)'}"
+        )
+    return _deep_merge(_read_yaml(path, "method preset"), entry)
+
+
 def _resolve_presets(raw: dict, spec_path: Path) -> dict:
     presets = raw.pop("presets", []) or []
     if isinstance(presets, str):
@@ -292,6 +311,8 @@ def _resolve_presets(raw: dict, spec_path: Path) -> dict:
             raise SpecError(f"presets: unknown preset {name!r}; allowed: {', '.join(available_presets()) or '(none)'}")
         merged = _deep_merge(merged, _read_yaml(path, "preset"))
     merged = _deep_merge(merged, raw)
+    if isinstance(merged.get("methods"), list):
+        merged["methods"] = [_resolve_method_preset(m, i) for i, m in enumerate(merged["methods"])]
     # Relative paths in a spec are relative to the spec file's folder.
     pretrained = merged.get("pretrained") or {}
     for key in ("module", "data"):
