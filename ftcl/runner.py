@@ -444,7 +444,8 @@ def run_experiment(spec: ExperimentSpec, address: str | None = None, resume: boo
     if address:
         ray.init(address=address, ignore_reinit_error=True)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True,
+        # address="local": always a fresh Ray of our own, even if another cluster runs on this machine.
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True,
                  runtime_env={"env_vars": {"FTCL_HOME": str(store.ftcl_home())}})
     try:
         if spec.pretrained.train is not None and not _stage_complete(experiment_dir, spec):

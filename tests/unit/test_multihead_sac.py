@@ -465,3 +465,21 @@ def test_stage_done_handling_can_be_switched_off() -> None:
     pipeline = config.build_learner_connector(None, None)
     assert not any(isinstance(piece, StageDoneAsTerminal) for piece in pipeline.connectors)
     assert any(isinstance(piece, StageDoneAsTerminal) for piece in tiny_config().build_learner_connector(None, None).connectors)
+
+
+def test_checkpoint_round_trip_restores_class_options_and_weights(
+    two_stage_env: RoboticSequenceEnv, tmp_path: Any
+) -> None:
+    """π* is saved with `save_to_path` by pre-training and restored for fine-tuning."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    torch.manual_seed(1)
+    module = build_module(two_stage_env, layer_norm=False, **TINY_NET)
+    module.save_to_path(tmp_path / "module")
+    restored = RLModule.from_checkpoint(tmp_path / "module")
+    assert isinstance(restored, MultiHeadSACModule) and restored.options == module.options
+    original = dict(module.named_parameters())
+    # Target networks are made by the Learner (make_target_networks), as for RLlib's own SAC.
+    assert set(dict(restored.named_parameters())) == {n for n in original if not n.startswith("target_")}
+    for name, parameter in restored.named_parameters():
+        assert torch.equal(parameter, original[name]), name
