@@ -62,6 +62,27 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue the latest run of this spec from its checkpoints (uses its saved spec)")
 
+    pretrain = sub.add_parser(
+        "pretrain", help="train π* and write its artifact folder (module, retention data, provenance)",
+        formatter_class=formatter,
+        description="Run only the pre-training stage of a spec (`pretrained.train`) and copy π* — the RLModule "
+        "checkpoint, the data it collected (BC buffer, Fisher data, EM transitions) and provenance.json with "
+        "sha256 of each file — to --out. NAME is a spec path or an env name with tune_configs/<name>/pretrain.yaml.",
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              ftcl pretrain robotic_sequence --out artifacts/robotic_sequence
+              ftcl pretrain tune_configs/toys/apple_retention.yaml --out /tmp/apple_pi_star
+              ftcl pretrain robotic_sequence --resume --out artifacts/robotic_sequence
+            """
+        ),
+    )
+    pretrain.add_argument("spec", metavar="NAME", help="spec path, or env name with tune_configs/<name>/pretrain.yaml")
+    pretrain.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    pretrain.add_argument("--out", default=None, help="artifact folder (default: <ftcl home>/pretrained/<spec>)")
+    pretrain.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
+    pretrain.add_argument("--resume", action="store_true", help="continue the latest pre-training of this spec")
+
     validate = sub.add_parser(
         "validate", help="check a spec without running it", formatter_class=formatter,
         description="Load a spec with its presets and overrides, validate every field and print the trial grid.",
@@ -142,6 +163,31 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    from ftcl.runner import ExperimentInterrupted, export_pretrained_artifacts, run_experiment
+    from ftcl.spec import REPO_ROOT
+    from ftcl.tracking.store import ftcl_home
+
+    spec_path = Path(args.spec)
+    if not spec_path.suffix and not spec_path.exists():
+        spec_path = REPO_ROOT / "tune_configs" / args.spec / "pretrain.yaml"
+        if not spec_path.is_file():
+            return _fail(f"{args.spec!r} is neither a spec file nor an env with tune_configs/{args.spec}/pretrain.yaml")
+    if args.resume and args.overrides:
+        return _fail("--resume continues a run with its saved spec; it cannot be combined with --set")
+    spec = _load(str(spec_path), args.overrides)
+    out = Path(args.out) if args.out else ftcl_home() / "pretrained" / spec.name
+    try:
+        experiment_dir = run_experiment(spec, address=args.address, resume=args.resume, pretrain_only=True)
+    except ExperimentInterrupted as error:
+        return _fail(str(error), EXIT_INTERRUPTED)
+    except RuntimeError as error:
+        return _fail(str(error), EXIT_FAILED)
+    for folder in export_pretrained_artifacts(experiment_dir, spec, out):
+        print(f"pre-trained policy written to {folder}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from ftcl.tracking.report import ReportError, build_report
     from ftcl.tracking.store import ftcl_home, tracking_uri
@@ -206,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     from ftcl.spec import SpecError
 
     args = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "ui": cmd_ui, "list": cmd_list}
+    handlers = {"run": cmd_run, "pretrain": cmd_pretrain, "validate": cmd_validate, "report": cmd_report, "ui": cmd_ui, "list": cmd_list}
     try:
         return handlers[args.command](args)
     except SpecError as error:

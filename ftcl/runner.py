@@ -422,9 +422,14 @@ def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: st
 from ftcl.tracking.callbacks import MLflowTracking, ProgressPrinter  # noqa: E402  (after helpers)
 
 
-def run_experiment(spec: ExperimentSpec, address: str | None = None, resume: bool = False) -> Path:
-    """Run (or resume) the experiment; returns its directory."""
+def run_experiment(
+    spec: ExperimentSpec, address: str | None = None, resume: bool = False, pretrain_only: bool = False
+) -> Path:
+    """Run (or resume) the experiment — or only its pre-training stage; returns its directory."""
     import ray
+
+    if pretrain_only and spec.pretrained.train is None:
+        raise SpecError(f"spec {spec.name!r} has no `pretrained.train` section: nothing to pre-train")
 
     if resume:
         experiment_dir = latest_experiment_dir(spec.name)
@@ -450,9 +455,26 @@ def run_experiment(spec: ExperimentSpec, address: str | None = None, resume: boo
     try:
         if spec.pretrained.train is not None and not _stage_complete(experiment_dir, spec):
             _run_stage(spec, "pretrain", experiment_dir, group, resume)
-        _run_stage(spec, "finetune", experiment_dir, group, resume)
+        if not pretrain_only:
+            _run_stage(spec, "finetune", experiment_dir, group, resume)
     finally:
         ray.shutdown()
     print(f"[ftcl] done: {experiment_dir}\n[ftcl] MLflow experiment {spec.experiment_name!r} at "
           f"{store.tracking_uri(spec.tracking.uri)}; group {group}", file=sys.stderr)
     return experiment_dir
+
+
+def export_pretrained_artifacts(experiment_dir: Path, spec: ExperimentSpec, out: Path) -> list[Path]:
+    """Copy each variant's π* folder (module, data.npz, provenance.json) to `out` (or `out/v<k>`)."""
+    import shutil
+
+    variants = spec.variants()
+    written = []
+    for index in range(len(variants)):
+        source = pretrained_dir(experiment_dir, index)
+        target = out if len(variants) == 1 else out / f"v{index}"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source, target)
+        written.append(target)
+    return written
