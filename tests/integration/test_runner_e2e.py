@@ -158,3 +158,27 @@ def test_resume_after_interruption(tmp_path):
     history = client_of(home).get_metric_history(finetune.run_id.iloc[0], "num_env_steps_sampled_lifetime")
     assert max(point.step for point in history) >= 6000
     assert len(list(home.glob("ray_results/apple_resume_*"))) == 1
+
+
+def test_pretrain_command_then_finetune_from_the_artifact(tmp_path):
+    home = tmp_path / "home"
+    spec = {**TINY_APPLE, "name": "apple_pretrain_only", "methods": [{"name": "finetune"}]}
+    spec_path = tmp_path / "pretrain.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    artifact = tmp_path / "artifact"
+    result = ftcl(home, "pretrain", str(spec_path), "--out", str(artifact))
+    assert result.returncode == 0, result.stderr[-4000:]
+    provenance = json.loads((artifact / "provenance.json").read_text())
+    assert provenance["sha256"]["module"] == sha256_of(artifact / "module")
+    assert provenance["sha256"]["data.npz"] == sha256_of(artifact / "data.npz")
+    assert not list(home.glob("ray_results/*/finetune")), "pretrain must not start the fine-tuning stage"
+
+    finetune = {**TINY_APPLE, "name": "apple_from_artifact", "budget": {"env_steps": 500},
+                "pretrained": {"module": str(artifact / "module"), "data": str(artifact / "data.npz")},
+                "methods": [{"name": "bc", "buffer_size": 200, "batch_size": 50}]}
+    finetune_path = tmp_path / "finetune.yaml"
+    finetune_path.write_text(yaml.safe_dump(finetune))
+    result = ftcl(home, "run", str(finetune_path))
+    assert result.returncode == 0, result.stderr[-4000:]
+    (run,) = runs_of(home, "apple_from_artifact").to_dict("records")
+    assert run["tags.pretrained_sha256"] == provenance["sha256"]["module"]

@@ -97,7 +97,7 @@ def test_ppo_learns_to_go_home_on_phase_two() -> None:
 
     from ftcl.envs.registry import get_env_entry
 
-    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, ignore_reinit_error=True)
     tune.register_env("apple_retrieval", get_env_entry("apple_retrieval").creator())
     config = (
         PPOConfig()

@@ -222,7 +222,7 @@ def test_two_state_trainable_runs_under_ray_tune(tmp_path) -> None:
     import ray
     from ray import tune
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     try:
         tuner = tune.Tuner(
             two_state_mdp_trainable,
