@@ -84,7 +84,7 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 def print_table(title: str, rows: list[Row], extra: dict[str, str] | None = None) -> None:
     print(f"\n## {title}")
-    header = ["system", "env", "method", "setting", "env steps/s", "updates/s", "ms/update", "load", "note"]
+    header = ["system", "env", "method", "setting", "env steps/s", "updates/s", "wall ms/update", "load", "note"]
     lines = [header, ["---"] * len(header)]
     for row in rows:
         lines.append([
@@ -426,14 +426,14 @@ def sb3_sac_rates(steps: int, repeats: int, train_freq: int) -> list[tuple[float
     return results
 
 
-def sb3_ppo_rates(iterations: int, repeats: int) -> list[tuple[float, float]]:
+def sb3_ppo_rates(iterations: int, repeats: int, num_envs: int = 1) -> list[tuple[float, float]]:
     """(env steps/s, minibatch updates/s) of SB3 PPO on CartPole, same sizes as RetentionPPO."""
-    import gymnasium as gym
     from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
     from torch import nn
 
     model = PPO(
-        "MlpPolicy", gym.make("CartPole-v1"), n_steps=PPO_BATCH, batch_size=PPO_MINIBATCH, n_epochs=PPO_EPOCHS,
+        "MlpPolicy", make_vec_env("CartPole-v1", n_envs=num_envs, seed=0), n_steps=PPO_BATCH // num_envs, batch_size=PPO_MINIBATCH, n_epochs=PPO_EPOCHS,
         policy_kwargs={"net_arch": {"pi": PPO_HIDDENS, "vf": PPO_HIDDENS}, "activation_fn": nn.Tanh},
         device="cpu", seed=0, verbose=0,
     )
@@ -497,13 +497,13 @@ def sac_config(num_steps_per_learner_call: int, flat_replay: bool):
     return config
 
 
-def ppo_config(num_env_runners: int):
+def ppo_config(num_env_runners: int, num_envs: int = 1):
     from ftcl.algorithms import RetentionPPOConfig
 
     return (
         RetentionPPOConfig()
         .environment("CartPole-v1")
-        .env_runners(num_env_runners=num_env_runners)
+        .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=num_envs)
         .learners(num_learners=0)
         .rl_module(model_config={"fcnet_hiddens": PPO_HIDDENS, "fcnet_activation": "tanh", "vf_share_layers": False})
         .training(train_batch_size_per_learner=PPO_BATCH, minibatch_size=PPO_MINIBATCH, num_epochs=PPO_EPOCHS)
@@ -581,6 +581,103 @@ def median_pair(results: list[tuple[float, float]]) -> tuple[float, float]:
     return median_rate([r[0] for r in results]), median_rate([r[1] for r in results])
 
 
+def interleaved_update_ms(
+    algos: dict[str, Any], update: Callable[[Any], int], repeats: int
+) -> dict[str, float]:
+    """Median wall ms per gradient step of `update(algo)` (returns its step count), per method.
+
+    All algorithms are built up front and timed round-robin, window by window, so a change in
+    machine load hits every method alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in algos}
+    for name, algo in algos.items():  # warm-up
+        update(algo)
+    for _ in range(max(repeats, 3)):
+        for name, algo in algos.items():
+            start = time.perf_counter()
+            count = update(algo)
+            times[name].append(1000 * (time.perf_counter() - start) / count)
+    return {name: float(statistics.median(values)) for name, values in times.items()}
+
+
+def sac_learner_overheads(module_dir: Path, data_path: Path, data_rows: int, methods: list[str], updates: int, repeats: int) -> list[Row]:
+    """ms per SAC learner update (flat path, fixed replay contents) for each method, interleaved."""
+    from ftcl.algorithms.fast_replay import rows_to_train_batch, update_on_minibatches
+
+    algos = {}
+    try:
+        for method in methods:
+            config = sac_config(50, True).retention(
+                method=method_settings(method, data_rows), pretrained_module_path=module_dir, retention_data_path=data_path
+            )
+            algos[method] = config.build_algo()
+        first = next(iter(algos.values()))
+        first.train()
+        rows = first.local_replay_buffer.sample_rows(updates, SAC_BATCH) if len(first.local_replay_buffer) else None
+        while rows is None or len(first.local_replay_buffer) < 2 * SAC_BATCH:
+            first.train()
+            rows = first.local_replay_buffer.sample_rows(updates, SAC_BATCH)
+        batch = rows_to_train_batch(rows)
+
+        def update(algo: Any) -> int:
+            learner = algo.learner_group._learner
+            update_on_minibatches(learner, batch, updates, {"num_env_steps_sampled_lifetime": 10_000})
+            return updates
+
+        import torch
+
+        torch.set_num_threads(1)
+        ms = interleaved_update_ms(algos, update, repeats)
+    finally:
+        for algo in algos.values():
+            algo.stop()
+    base = ms.get("finetune")
+    return [
+        Row("sac", "ftcl RetentionSAC learner", "fixed replay batch", method, f"{updates} updates/call, interleaved",
+            None, 1000 / value, value, max(repeats, 3),
+            note="" if method == "finetune" or base is None else f"+{100 * (value / base - 1):.1f} % per update vs finetune")
+        for method, value in ms.items()
+    ]
+
+
+def ppo_learner_overheads(module_dir: Path, data_path: Path, data_rows: int, methods: list[str], repeats: int) -> list[Row]:
+    """ms per PPO minibatch update on one fixed 4000-step batch (1 epoch, minibatch 128), interleaved."""
+    from ray.rllib.core.learner.training_data import TrainingData
+
+    algos = {}
+    try:
+        for method in methods:
+            config = ppo_config(0).retention(
+                method=method_settings(method, data_rows), pretrained_module_path=module_dir, retention_data_path=data_path
+            )
+            algos[method] = config.build_algo()
+        first = next(iter(algos.values()))
+        episodes = first.env_runner.sample(num_timesteps=PPO_BATCH, random_actions=False)
+        batch = first.learner_group._learner._make_batch_if_necessary(TrainingData(episodes=episodes))
+        minibatches = -(-batch.env_steps() // PPO_MINIBATCH)
+
+        def update(algo: Any) -> int:
+            algo.learner_group._learner.update(
+                batch=batch, minibatch_size=PPO_MINIBATCH, num_epochs=1, timesteps={"num_env_steps_sampled_lifetime": 10_000}
+            )
+            return minibatches
+
+        import torch
+
+        torch.set_num_threads(1)
+        ms = interleaved_update_ms(algos, update, repeats)
+    finally:
+        for algo in algos.values():
+            algo.stop()
+    base = ms.get("finetune")
+    return [
+        Row("ppo", "ftcl RetentionPPO learner", "fixed 4000-step batch", method, "1 epoch, minibatch 128, interleaved",
+            None, 1000 / value, value, max(repeats, 3),
+            note="" if method == "finetune" or base is None else f"+{100 * (value / base - 1):.1f} % per update vs finetune")
+        for method, value in ms.items()
+    ]
+
+
 def bench_sac(steps: int, repeats: int, quick: bool, data_rows: int, steps_per_call: int, methods: list[str]) -> tuple[list[Row], dict[str, str]]:
     import torch
 
@@ -634,6 +731,8 @@ def bench_sac(steps: int, repeats: int, quick: bool, data_rows: int, steps_per_c
                 rows.append(Row("sac", "ftcl RetentionSAC", env_name, method, setting, env_rate, update_rate,
                                 1000 / update_rate, repeats,
                                 note="; ".join(x for x in (ratio, f"{update_rate / plain_rate:.2f}× plain update rate", overhead) if x)))
+        if len(methods) > 1:
+            rows += sac_learner_overheads(module_dir, data_path, data_rows, methods, 25 if quick else 50, repeats)
     extra["retention data"] = f"{data_rows} transitions from a random-weight π* (bc buffer_size={data_rows}, ewc fisher {method_settings('ewc', data_rows)['fisher_batches']}×{method_settings('ewc', data_rows)['fisher_batch_size']}, em memory_size={data_rows})"
     return rows, extra
 
@@ -646,15 +745,22 @@ def bench_ppo(iterations: int, repeats: int, quick: bool, data_rows: int, method
     plain = plain_ppo_update_rates(updates=200 if quick else 1000, repeats=repeats)
     plain_rate = median_rate(plain)
     rows.append(Row("ppo", "plain PyTorch", "random batches", "-", "update only, minibatch 128", None, plain_rate, 1000 / plain_rate, len(plain)))
-    sb3 = median_pair(sb3_ppo_rates(iterations, repeats))
-    rows.append(Row("ppo", "SB3 PPO", "CartPole-v1", "-", "1 env", sb3[0], sb3[1], 1000 / sb3[1], repeats))
-    runner_settings = [(0, methods), (2, ["finetune"])] if quick else [(0, methods), (2, methods)]
+    sb3_by_envs = {}
+    for num_envs in (1, 8):
+        sb3_by_envs[num_envs] = median_pair(sb3_ppo_rates(iterations, repeats, num_envs))
+        result = sb3_by_envs[num_envs]
+        rows.append(Row("ppo", "SB3 PPO", "CartPole-v1", "-", f"{num_envs} env(s)", result[0], result[1], 1000 / result[1], repeats))
+    sb3 = sb3_by_envs[1]
+    runner_settings = (
+        [(0, 1, methods), (0, 8, ["finetune"]), (2, 1, ["finetune"])] if quick
+        else [(0, 1, methods), (0, 8, methods), (2, 1, ["finetune"]), (2, 4, ["finetune"])]
+    )
     with ray_session(), tempfile.TemporaryDirectory(prefix="ftcl_bench_") as scratch:
         module_dir, data_path = make_pretrained_artifacts(ppo_config(0), lambda: gym.make("CartPole-v1"), Path(scratch), data_rows)
-        for num_env_runners, method_names in runner_settings:
+        for num_env_runners, num_envs, method_names in runner_settings:
             finetune_rate = None
             for method in method_names:
-                config = ppo_config(num_env_runners).retention(
+                config = ppo_config(num_env_runners, num_envs).retention(
                     method=method_settings(method, data_rows), pretrained_module_path=module_dir, retention_data_path=data_path
                 )
                 algo = config.build_algo()
@@ -666,9 +772,13 @@ def bench_ppo(iterations: int, repeats: int, quick: bool, data_rows: int, method
                 if method == "finetune":
                     finetune_rate = update_rate
                 overhead = "" if method == "finetune" or not finetune_rate else f"+{100 * (finetune_rate / update_rate - 1):.1f} % per update vs finetune"
-                note = "; ".join(x for x in (f"{env_rate / sb3[0]:.2f}× SB3", f"{update_rate / plain_rate:.2f}× plain update rate", overhead) if x)
-                rows.append(Row("ppo", "ftcl RetentionPPO", "CartPole-v1", method, f"{num_env_runners} env runners",
+                peer = sb3_by_envs.get(num_envs, sb3)
+                versus = f"{env_rate / sb3[0]:.2f}× SB3(1 env)" + (f", {env_rate / peer[0]:.2f}× SB3({num_envs} envs)" if num_envs in sb3_by_envs and num_envs != 1 else "")
+                note = "; ".join(x for x in (versus, f"{update_rate / plain_rate:.2f}× plain update rate", overhead) if x)
+                rows.append(Row("ppo", "ftcl RetentionPPO", "CartPole-v1", method, f"{num_env_runners} env runners × {num_envs} envs",
                                 env_rate, update_rate, 1000 / update_rate, repeats, note=note))
+        if len(methods) > 1:
+            rows += ppo_learner_overheads(module_dir, data_path, data_rows, methods, repeats)
     return rows, {}
 
 

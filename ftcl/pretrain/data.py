@@ -67,14 +67,17 @@ def collect_policy_data(
                 distribution = module.get_inference_action_dist_cls().from_logits(inputs)
                 action = distribution.to_deterministic().sample()
             action_np = action[0].cpu().numpy()
-            next_observation, reward, terminated, truncated, _ = env.step(
+            next_observation, reward, terminated, truncated, info = env.step(
                 _env_action(action_np, env.action_space, normalize_actions)
             )
+            # RoboticSequence: a solved intermediate stage is terminal for the critic (no bootstrap,
+            # paper §2.3) although the episode goes on; store it as such for episodic memory.
+            stage_done = bool(info.get("stage_done", False)) and not truncated
             rows["obs"].append(np.asarray(observation, dtype=np.float32))
             rows["actions"].append(action_np)
             rows["rewards"].append(np.float32(reward))
             rows["next_obs"].append(np.asarray(next_observation, dtype=np.float32))
-            rows["terminateds"].append(np.bool_(terminated))
+            rows["terminateds"].append(np.bool_(terminated or stage_done))
             rows["truncateds"].append(np.bool_(truncated))
             rows["action_dist_inputs"].append(inputs[0].cpu().numpy().astype(np.float32))
             if terminated or truncated:
