@@ -38,23 +38,27 @@ PPO_METHODS = {
     "terms": {"l2": "l2", "ewc": "ewc", "bc": "bc", "ks": "ks"},
 }
 
-SAC_EM = {
+SAC_EM = {  # also the tiny end-to-end RoboticSequence run: multi-head SAC, pre-training on the last stage
     "spec": {
         "name": "retention_sac_tiny",
-        "env": {"name": "robotic_sequence", "options": {"stages": ["reach-v3"], "stage_time_limit": 50}},
+        "env": {"name": "robotic_sequence",
+                "options": {"stages": ["reach-v3", "button-press-topdown-v3"], "stage_time_limit": 40,
+                            "pretrained_stages": ["button-press-topdown-v3"]}},
         "algorithm": {
             "name": "sac",
-            "model_options": {"fcnet_hiddens": [32, 32]},
+            "model": "multihead_sac",
+            "model_options": {"hidden_layers": 2, "hidden_size": 32},
             "options": {
                 "train_batch_size_per_learner": 32,
                 "num_steps_sampled_before_learning_starts": 50,
                 "replay_buffer_config": {"type": "EpisodeReplayBuffer", "capacity": 2000},
             },
         },
-        "pretrained": {"train": {"env_steps": 100, "data_transitions": 200}},
+        "pretrained": {"train": {"env_options": {"start_stage": 1}, "env_steps": 100, "data_transitions": 200}},
         "methods": [{"name": "em", "memory_size": 150}, {"name": "bc", "buffer_size": 150, "batch_size": 32}],
         "seeds": [0],
         "budget": {"env_steps": 150},
+        "evaluation": {"suites": ["full", "stage_1_button-press-topdown"], "every_env_steps": 1000, "episodes": 1},
         "resources": {"checkpoint_every_iterations": 50},
     },
     "terms": {"bc": "bc"},
@@ -90,6 +94,9 @@ def test_each_method_logs_its_term_against_env_steps(tmp_path, case):
         assert loss and coeff, f"{method}: retention metrics missing; have {sorted(run.data.metrics)}"
         assert {p.step for p in loss} <= set(sampled), "term metrics must be stepped by environment steps"
         assert all(p.value >= 0 for p in loss)
+    if "em" in runs:  # FAR suite of the pre-trained stage evaluated from env step 0
+        far = client.get_metric_history(runs["em"].info.run_id, "evaluation/stage_1_button-press-topdown/success")
+        assert min(p.step for p in far) == 0
     if "ks" in runs:  # λ_t decays per optimizer step and stops at the floor
         coeff = sorted(client.get_metric_history(runs["ks"].info.run_id, "learners/default_policy/retention_ks_coeff"),
                        key=lambda p: p.step)
