@@ -230,7 +230,7 @@ def cmd_ui(args) -> int:
 def cmd_list(args) -> int:
     from ftcl.envs.registry import ENVS
     from ftcl.retention.config import METHOD_NAMES
-    from ftcl.spec import ALGORITHMS, available_presets, available_specs
+    from ftcl.spec import ALGORITHMS, available_method_presets, available_presets, available_specs
     from ftcl.tracking.dashboard import available_layouts
 
     print("environments:")
@@ -244,6 +244,7 @@ def cmd_list(args) -> int:
     print("methods:    " + ", ".join(METHOD_NAMES))
     print("specs:\n  " + "\n  ".join(available_specs()))
     print("presets:    " + (", ".join(available_presets()) or "-"))
+    print("method presets: " + (", ".join(available_method_presets()) or "-") + "  (a method entry `{preset: NAME}`)")
     print("dashboards: " + ", ".join(available_layouts()))
     return 0
 

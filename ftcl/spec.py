@@ -446,7 +446,7 @@ def _check_suites(spec: ExperimentSpec, spec_path: Path) -> None:
 
 
 def available_specs() -> list[str]:
-    return sorted(str(p.relative_to(REPO_ROOT)) for p in SPEC_DIR.rglob("*.yaml") if p.parent != PRESET_DIR)
+    return sorted(str(p.relative_to(REPO_ROOT)) for p in SPEC_DIR.rglob("*.yaml") if PRESET_DIR not in p.parents)
 
 
 __all__ = [
