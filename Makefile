@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SPEC   ?= tune_configs/toys/apple_retrieval.yaml
 
-.PHONY: setup run test test-fast report ui clean-venv
+.PHONY: setup run test test-fast ui bench
 
 setup: $(VENV)/.ftcl-installed
 
@@ -30,3 +30,9 @@ test-fast: setup
 
 ui: setup
 	$(BIN)/ftcl ui
+
+# Throughput benchmark (not part of CI): installs the optional peer (Stable-Baselines3) first.
+bench: setup
+	$(BIN)/pip install -q -e '.[bench]' --no-deps
+	$(BIN)/pip install -q stable-baselines3==2.9.2 pyinstrument --no-deps
+	$(BIN)/ftcl bench --out results/throughput.csv

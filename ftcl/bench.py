@@ -854,7 +854,10 @@ def write_csv(path: Path, rows: list[Row], info: dict[str, str]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ftcl bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="ftcl bench", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  ftcl bench --quick\n  ftcl bench --only sac --methods finetune,bc --out results/throughput.csv",
+    )
     parser.add_argument("--quick", action="store_true", help="small windows and fewer settings (< ~3 min)")
     parser.add_argument("--only", choices=PARTS, default=None, help="run one part")
     parser.add_argument("--steps", type=int, default=None, help="env steps per timed window (SAC/env); PPO uses iterations of 4000")

@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
               ftcl run tune_configs/toys/apple_retrieval.yaml --set seeds=[0,1]
               ftcl report apple_retrieval
               ftcl ui
+              ftcl bench --quick
             """
         ),
     )
@@ -118,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--tracking-uri", default=None)
+
+    sub.add_parser(
+        "bench", help="throughput benchmark: env rates, plain PyTorch, ftcl, Stable-Baselines3 (not in CI)",
+        add_help=False,
+        description="Run `ftcl bench --help` for its options.",
+    )
 
     sub.add_parser(
         "list", help="list environments, suites, methods, algorithms, specs, presets, dashboards",
@@ -252,6 +259,11 @@ def cmd_list(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     from ftcl.spec import SpecError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own options, parsed by ftcl.bench
+        from ftcl.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "pretrain": cmd_pretrain, "validate": cmd_validate, "report": cmd_report, "ui": cmd_ui, "list": cmd_list}
     try:

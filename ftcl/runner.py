@@ -145,6 +145,8 @@ def build_algorithm_config(
         config = config.training(**algorithm.options)
     except TypeError as error:
         raise SpecError(f"algorithm.options: {error}") from None
+    if algorithm.flat_replay:
+        config = config.throughput(flat_replay=True)
     if algorithm.model == "default":
         if algorithm.model_config_options:
             config = config.rl_module(model_config=dict(algorithm.model_config_options))

@@ -75,6 +75,9 @@ class AlgorithmSpec(_Strict):
     """RLlib `AlgorithmConfig.training(**options)` keywords, or the analytic toy's options."""
     model: Literal["default", "linear_policy", "multihead_sac"] = "default"
     model_config_options: dict[str, Any] = Field(default={}, alias="model_options")
+    flat_replay: bool = False
+    """SAC only: flat-transition replay with the training step's gradient steps in one learner call
+    (`ftcl.algorithms.fast_replay`; same updates as RLlib's path, ~2.5× faster; needs n_step 1)."""
     actor_optimizer: ActorOptimizerSpec | None = None
     """PPO only: a separate optimizer for the actor (e.g. plain SGD as in the paper's toys)."""
     num_env_runners: NonNegativeInt = 0
@@ -184,6 +187,8 @@ class ExperimentSpec(_Strict):
                     f"methods: {method.name!r} needs an off-policy algorithm ({', '.join(OFF_POLICY)}), "
                     f"not {self.algorithm.name!r}"
                 )
+        if self.algorithm.flat_replay and self.algorithm.name != "sac":
+            raise ValueError("algorithm.flat_replay: only supported for sac")
         if self.algorithm.actor_optimizer is not None and self.algorithm.name != "ppo":
             raise ValueError("algorithm.actor_optimizer: only supported for ppo")
         for key, values in self.grid.items():
