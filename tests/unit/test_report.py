@@ -230,11 +230,12 @@ def test_glob_metrics_expand_to_present_keys(store: Store, tmp_path: Path) -> No
     metrics = [figure.metric for figure in files.figures]
     assert metrics == [
         "evaluation/far/success",
+        "evaluation/full/success",
         "learners/default_policy/retention_bc_loss",
         "learners/default_policy/retention_total_loss",
     ]
     assert (files.out_dir / "learners_default_policy_retention_bc_loss.png").is_file()
-    bc_loss = files.figures[1]
+    bc_loss = files.figures[2]
     assert bc_loss.groups == ["bc"]  # finetune logs no retention loss: no line, no error
     table = pd.read_csv(files.table_csv)
     assert "learners/default_policy/retention_bc_loss:mean" in table.columns
@@ -297,7 +298,7 @@ def test_clear_errors_name_the_allowed_values(store: Store, tmp_path: Path) -> N
     out = tmp_path / "never"
     with pytest.raises(ReportError, match=r"'no_such_experiment' does not exist; experiments: .*apple_retrieval"):
         build_report("no_such_experiment", tracking_uri=store.uri, out_dir=out)
-    with pytest.raises(ReportError, match="available: apple_retrieval, default, retention, two_state_mdp"):
+    with pytest.raises(ReportError, match="available: apple_retrieval, default, retention, robotic_sequence, two_state_mdp"):
         build_report(EXPERIMENT, tracking_uri=store.uri, out_dir=out, layout="nope")
     with pytest.raises(ReportError, match="'empty_experiment' has no runs"):
         build_report("empty_experiment", tracking_uri=store.uri, out_dir=out)
@@ -321,7 +322,7 @@ def test_clear_errors_name_the_allowed_values(store: Store, tmp_path: Path) -> N
 
 def test_shipped_layouts_validate() -> None:
     names = available_layouts()
-    assert names == ["apple_retrieval", "default", "retention", "two_state_mdp"]
+    assert names == ["apple_retrieval", "default", "retention", "robotic_sequence", "two_state_mdp"]
     for name in names:
         layout = load_layout(name)
         assert layout.name == name
