@@ -2,16 +2,13 @@
 shows up in MLflow against environment steps."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ftcl.spec import REPO_ROOT
+from ftcl_cli import mlflow_client, run_ftcl
 
 pytestmark = pytest.mark.slow
 
@@ -68,11 +65,9 @@ SAC_EM = {  # also the tiny end-to-end RoboticSequence run: multi-head SAC, pre-
 def run_spec(tmp_path: Path, spec: dict) -> MlflowClient:
     path = tmp_path / f"{spec['name']}.yaml"
     path.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "FTCL_HOME": str(tmp_path / "home")}
-    result = subprocess.run([sys.executable, "-m", "ftcl.cli", "run", str(path)], capture_output=True, text=True,
-                            env=env, cwd=REPO_ROOT, timeout=900)
+    result = run_ftcl(tmp_path / "home", "run", str(path))
     assert result.returncode == 0, result.stderr[-5000:]
-    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    return mlflow_client(tmp_path / "home")
 
 
 @pytest.mark.parametrize("case", [PPO_METHODS, SAC_EM], ids=["ppo", "sac"])

@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
 from ftcl.spec import REPO_ROOT
 from ftcl.tracking.store import sha256_of
+from ftcl_cli import mlflow_client as client_of
+from ftcl_cli import run_ftcl as ftcl
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +38,6 @@ TINY_APPLE = {
     "tracking": {"dashboard": "apple_retrieval"},
     "resources": {"checkpoint_every_iterations": 1},
 }
-
-
-def ftcl(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FTCL_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "ftcl.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO_ROOT, timeout=timeout)
-
-
-def client_of(home: Path) -> MlflowClient:
-    return MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
 
 
 def runs_of(home: Path, experiment: str) -> pd.DataFrame:

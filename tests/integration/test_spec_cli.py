@@ -2,23 +2,20 @@
 exit code 2, and nothing is written."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ftcl.spec import REPO_ROOT, SpecError, available_specs, load_spec
+from ftcl_cli import run_ftcl
 
 APPLE = REPO_ROOT / "tune_configs/toys/apple_retrieval.yaml"
 
 
 def ftcl(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FTCL_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "ftcl.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO_ROOT, timeout=120)
+    return run_ftcl(home, *args, timeout=120)
 
 
 @pytest.mark.parametrize("spec", available_specs())
