@@ -329,7 +329,7 @@ def _draw_panel(
             drawn_groups.add(group)
         if lines == 0:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
-        if len(facets) > 1 or layout.facet_by is not None:
+        if len(facets) > 1 or (layout.facet_by is not None and facet):
             ax.set_title(_label(facet), fontsize="medium")
         ax.set_xlabel(layout.xlabel)
         if index % columns == 0:
