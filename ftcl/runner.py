@@ -26,7 +26,6 @@ import yaml
 from ftcl.spec import ANALYTIC_ALGORITHMS, ExperimentSpec, SpecError, variant_label
 from ftcl.tracking import store
 
-STAGES = ("pretrain", "finetune")
 
 
 class ExperimentInterrupted(RuntimeError):
@@ -115,7 +114,11 @@ def model_module_class(name: str):
         from ftcl.models.multihead_sac import MultiHeadSACModule
 
         return MultiHeadSACModule
-    raise SpecError(f"algorithm.model: unknown model {name!r}; allowed: default, linear_policy, multihead_sac")
+    if name == "mlp_sac":
+        from ftcl.models.mlp_sac import MLPSACTorchRLModule
+
+        return MLPSACTorchRLModule
+    raise SpecError(f"algorithm.model: unknown model {name!r}; allowed: default, linear_policy, multihead_sac, mlp_sac")
 
 
 def build_algorithm_config(
@@ -356,6 +359,8 @@ def run_tags(spec: ExperimentSpec, plan: TrialPlan, group: str, module_path: Pat
 def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: str, resume: bool) -> None:
     from ray import tune
 
+    from ftcl.tracking.callbacks import MLflowTracking, ProgressPrinter
+
     plans = plan_trials(spec, stage)
     plan_dicts = {p.key: p.as_dict() for p in plans}
     spec_json = spec.model_dump_json(by_alias=True)
@@ -420,8 +425,6 @@ def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: st
             f"run the same `ftcl run` command again with --resume"
         )
 
-
-from ftcl.tracking.callbacks import MLflowTracking, ProgressPrinter  # noqa: E402  (after helpers)
 
 
 def run_experiment(

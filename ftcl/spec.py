@@ -41,7 +41,6 @@ RLLIB_ALGORITHMS = ("ppo", "appo", "sac")
 ANALYTIC_ALGORITHMS = ("two_state_mdp",)
 ALGORITHMS = RLLIB_ALGORITHMS + ANALYTIC_ALGORITHMS
 OFF_POLICY = ("sac",)
-MODELS = ("default", "linear_policy", "multihead_sac")
 
 
 class SpecError(ValueError):
@@ -73,7 +72,9 @@ class AlgorithmSpec(_Strict):
     name: Literal["ppo", "appo", "sac", "two_state_mdp"]
     options: dict[str, Any] = {}
     """RLlib `AlgorithmConfig.training(**options)` keywords, or the analytic toy's options."""
-    model: Literal["default", "linear_policy", "multihead_sac"] = "default"
+    model: Literal["default", "linear_policy", "multihead_sac", "mlp_sac"] = "default"
+    """default: RLlib's module; linear_policy: σ(w·o+b) actor (toys); multihead_sac: the paper's
+    RoboticSequence SAC with one head per stage; mlp_sac: the paper's SAC MLPs, single head."""
     model_config_options: dict[str, Any] = Field(default={}, alias="model_options")
     flat_replay: bool = False
     """SAC only: flat-transition replay with the training step's gradient steps in one learner call
