@@ -422,7 +422,7 @@ def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: st
     if unfinished:
         raise ExperimentInterrupted(
             f"{stage}: {len(unfinished)} of {len(results)} trials stopped before their budget; "
-            f"run the same `ftcl run` command again with --resume"
+            f"run the same ftcl command again with --resume"
         )
 
 
