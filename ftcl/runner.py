@@ -125,6 +125,25 @@ def build_algorithm_config(
     spec: ExperimentSpec, plan: TrialPlan, module_path: Path | None, data_path: Path | None
 ):
     """The RLlib AlgorithmConfig of one trial (a `Retention*Config` from `ftcl.algorithms`)."""
+    config = _algorithm_config(spec, plan)
+    method = spec.method(plan.method) if plan.stage == "finetune" else None
+    method_dump = method.model_dump() if method is not None else {"name": "scratch"}
+    return config.retention(
+        method=method_dump,
+        pretrained_module_path=str(module_path) if module_path else None,
+        retention_data_path=str(data_path) if data_path else None,
+    )
+
+
+def trial_resources(spec: ExperimentSpec, plan: TrialPlan):
+    """What one trial asks Tune for: RLlib's own request for this config (the trial process itself,
+    env runners, remote learners such as APPO's), as a placement group."""
+    config = _algorithm_config(trial_spec(spec, plan), plan)
+    return config.algo_class.default_resource_request(config)
+
+
+def _algorithm_config(spec: ExperimentSpec, plan: TrialPlan):
+    """The trial's RLlib config without the retention settings."""
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     from ftcl.algorithms import ALGORITHM_CONFIGS
@@ -139,6 +158,7 @@ def build_algorithm_config(
             rollout_fragment_length=algorithm.rollout_fragment_length,
         )
         .debugging(seed=plan.seed, log_level="ERROR")
+        .resources(num_cpus_for_main_process=spec.resources.cpus_per_trial)
     )
     if algorithm.actor_optimizer is not None:
         from ftcl.algorithms.ppo import ACTOR_OPTIMIZER_KEY
@@ -159,13 +179,7 @@ def build_algorithm_config(
                 module_class=model_module_class(algorithm.model), model_config=dict(algorithm.model_config_options)
             )
         )
-    method = spec.method(plan.method) if plan.stage == "finetune" else None
-    method_dump = method.model_dump() if method is not None else {"name": "scratch"}
-    return config.retention(
-        method=method_dump,
-        pretrained_module_path=str(module_path) if module_path else None,
-        retention_data_path=str(data_path) if data_path else None,
-    )
+    return config
 
 
 # ----- the trainable -------------------------------------------------------------------------------
@@ -369,7 +383,11 @@ def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: st
     command = "ftcl " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     trainable = tune.with_parameters(base, spec_json=spec_json, plans=plan_dicts, experiment_dir=str(experiment_dir),
                                      command=command)
-    trainable = tune.with_resources(trainable, {"cpu": spec.resources.cpus_per_trial + spec.algorithm.num_env_runners})
+    if analytic:
+        trainable = tune.with_resources(trainable, {"cpu": spec.resources.cpus_per_trial})
+    else:
+        register_envs()
+        trainable = tune.with_resources(trainable, trial_resources(spec, plans[0]))
 
     uri = store.tracking_uri(spec.tracking.uri)
     tags, params = {}, {}

@@ -16,7 +16,8 @@ networks' work:
   `target.load_state_dict({k: τ·main[k] + (1−τ)·target[k]})`, building new tensors per entry.
   `polyak_update_` computes the same expression, in the same order of rounding (τ·main, (1−τ)·target,
   then their sum), in place with fused `torch._foreach_*` calls.
-The mixin goes before the RLlib learner class in the bases.
+The mixins go before the RLlib learner class in the bases: `FusedGradientCheckMixin` (the
+gradient check only; PPO) and `FusedChecksLearnerMixin` (check + Polyak; SAC).
 """
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ def all_finite(gradients: list[torch.Tensor]) -> bool:
     return bool(torch.isfinite(torch.stack(torch._foreach_norm(gradients))).all())
 
 
-class FusedChecksLearnerMixin:
-    """Fused finiteness check in `apply_gradients` and in-place Polyak targets (module doc)."""
+class FusedGradientCheckMixin:
+    """`TorchLearner.apply_gradients` with one fused finiteness check (any torch learner; module doc)."""
 
     def apply_gradients(self, gradients_dict: ParamDict) -> None:
         uses_extras = getattr(self, "_grad_scalers", None) is not None or getattr(self, "_lr_scheduler_classes", None) is not None
@@ -64,6 +65,10 @@ class FusedChecksLearnerMixin:
             for optimizer_name in optimizer_names:
                 self.get_optimizer(module_id, optimizer_name).step()  # type: ignore[attr-defined]
         return None
+
+
+class FusedChecksLearnerMixin(FusedGradientCheckMixin):
+    """Fused finiteness check in `apply_gradients` and in-place Polyak targets (DQN/SAC learners)."""
 
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         """`DQNLearner.after_gradient_based_update` with `polyak_update_` for the targets."""

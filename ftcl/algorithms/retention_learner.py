@@ -23,7 +23,9 @@ from typing import Any, Callable
 import torch
 
 from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.models.base import ENCODER_OUT
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.typing import ModuleID, ParamDict, TensorType
@@ -31,6 +33,11 @@ from ray.rllib.utils.typing import ModuleID, ParamDict, TensorType
 from ftcl.retention import KSTerm, PolicyHandle, RetentionTerm, TermInputs, TrainingGate, build_term
 from ftcl.retention.distributions import distribution_kind_for_action_space
 from ftcl.retention.freezing import parameter_in_module
+
+EXTRA_ACTOR_OBS = "ftcl_extra_actor_obs"
+"""Train-batch column: states a retention term needs the actor on (BC's buffer minibatch)."""
+EXTRA_ACTOR_DIST_INPUTS = "ftcl_extra_actor_dist_inputs"
+"""forward_train output of modules that ran `EXTRA_ACTOR_OBS` in their actor pass (with gradients)."""
 
 RETENTION_CONFIG_KEY = "ftcl_retention"
 """Key in `learner_config_dict` under which `.retention(...)` stores its settings."""
@@ -79,10 +86,33 @@ def actor_distribution_function(module: TorchRLModule) -> Callable[[torch.Tensor
     the actor), otherwise the generic `_forward` (PPO/APPO, most custom modules).
     """
     overrides_inference = type(module)._forward_inference is not TorchRLModule._forward_inference
+    actor_only = _ppo_actor_only_function(module)
+    if actor_only is not None and not overrides_inference:
+        return actor_only
     forward = module._forward_inference if overrides_inference else module._forward
 
     def distribution_inputs(observations: torch.Tensor) -> torch.Tensor:
         return forward({Columns.OBS: observations})[Columns.ACTION_DIST_INPUTS]
+
+    return distribution_inputs
+
+
+def _ppo_actor_only_function(module: TorchRLModule) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """`pi(actor_encoder(obs))` for RLlib's PPO/APPO modules with separate actor/critic encoders.
+
+    Their `_forward` also runs the critic encoder, whose output the action-distribution inputs
+    do not use; this computes `_forward(...)[ACTION_DIST_INPUTS]` with the same ops minus the
+    critic. None for every other module (shared encoder, stateful, overridden `_forward`).
+    """
+    if not isinstance(module, DefaultPPOTorchRLModule) or type(module)._forward is not DefaultPPOTorchRLModule._forward:
+        return None
+    actor_encoder = getattr(getattr(module, "encoder", None), "actor_encoder", None)
+    if not isinstance(actor_encoder, torch.nn.Module) or module.is_stateful():
+        return None
+    head = module.pi
+
+    def distribution_inputs(observations: torch.Tensor) -> torch.Tensor:
+        return head(actor_encoder({Columns.OBS: observations})[ENCODER_OUT])
 
     return distribution_inputs
 
@@ -108,6 +138,7 @@ class RetentionLearnerMixin:
         self.retention_ready = self.retention_term is None
         self._retention_env_step = 0
         self._retention_actor_steps_pending = 0
+        self._retention_metrics_pending = False
         self._frozen_parameter_ids: set[int] = set()
         self._actor_parameter_ids: set[int] = set()
         self._critic_parameter_ids: set[int] = set()
@@ -187,11 +218,36 @@ class RetentionLearnerMixin:
             observations=batch.get(Columns.OBS),
             student_distribution_inputs=fwd_out.get(Columns.ACTION_DIST_INPUTS),
             mask=batch.get(Columns.LOSS_MASK),
+            extra_student_distribution_inputs=fwd_out.get(EXTRA_ACTOR_DIST_INPUTS),
         )
         actor_loss, critic_loss = term.losses(inputs)
-        for key, value in term.metrics().items():
-            self.metrics.log_value((module_id, f"retention_{key}"), value, window=1)  # type: ignore[attr-defined]
+        # The term's metrics are logged with window=1, so only the last minibatch's values survive
+        # the reduction: `after_gradient_based_update` logs them once per `update()` call.
+        self._retention_metrics_pending = True
         return self._add_retention_losses(module_id, loss, actor_loss, critic_loss)
+
+    def _update(self, batch: dict[str, Any]) -> Any:
+        """RLlib's `_update`; a term's extra actor states join the module's actor forward if it can.
+
+        Modules with `supports_extra_actor_observations` (`RetentionPPOTorchRLModule`) run the
+        states a term asks for (BC's buffer minibatch) in the same actor pass as the batch's
+        observations and return the outputs as `EXTRA_ACTOR_DIST_INPUTS`.
+        """
+        term = self.retention_term
+        module = self._retention_module()
+        if (
+            term is not None
+            and self.retention_ready
+            and getattr(module, "supports_extra_actor_observations", False)
+            and DEFAULT_MODULE_ID in batch
+        ):
+            extra = term.extra_actor_observations()
+            if extra is not None:
+                batch = dict(batch)
+                module_batch = dict(batch[DEFAULT_MODULE_ID])
+                module_batch[EXTRA_ACTOR_OBS] = extra
+                batch[DEFAULT_MODULE_ID] = module_batch
+        return super()._update(batch)  # type: ignore[misc]
 
     def _add_retention_losses(
         self,
@@ -258,6 +314,10 @@ class RetentionLearnerMixin:
         term = self.retention_term
         if term is None:
             return
+        if self._retention_metrics_pending:  # values of the last loss call, before λ moves
+            for key, value in term.metrics().items():
+                self.metrics.log_value((DEFAULT_MODULE_ID, f"retention_{key}"), value, window=1)  # type: ignore[attr-defined]
+            self._retention_metrics_pending = False
         term.after_optimizer_steps(self._retention_actor_steps_pending)
         self._retention_actor_steps_pending = 0
         self.metrics.log_value(  # type: ignore[attr-defined]

@@ -54,6 +54,9 @@ class TermInputs:
     observations: torch.Tensor | None = None
     student_distribution_inputs: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    extra_student_distribution_inputs: torch.Tensor | None = None
+    """π_θ's outputs on the states the term asked for via `extra_actor_observations()`, when the
+    learner ran them in the same actor forward as the RL batch (fused path); else None."""
 
 
 RetentionData = Mapping[str, np.ndarray]
@@ -69,8 +72,15 @@ class RetentionTerm(abc.ABC):
 
     def __init__(self, coeff: float) -> None:
         self.coeff = float(coeff)
-        self._last_penalty: float = float("nan")
+        self._last_penalty_tensor: torch.Tensor | None = None
         self._prepared = False
+
+    @property
+    def _last_penalty(self) -> float:
+        """R(θ) of the last `loss` call as a float (converted lazily: no sync per update)."""
+        if self._last_penalty_tensor is None:
+            return float("nan")
+        return float(self._last_penalty_tensor)
 
     @property
     def is_prepared(self) -> bool:
@@ -102,7 +112,7 @@ class RetentionTerm(abc.ABC):
                 "after the pre-trained weights are loaded"
             )
         penalty = self._penalty(inputs)
-        self._last_penalty = float(penalty.detach())
+        self._last_penalty_tensor = penalty.detach()
         return self.coeff * penalty
 
     def losses(self, inputs: TermInputs) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -116,6 +126,15 @@ class RetentionTerm(abc.ABC):
     @abc.abstractmethod
     def _penalty(self, inputs: TermInputs) -> torch.Tensor:
         """R(θ) without the coefficient."""
+
+    def extra_actor_observations(self) -> torch.Tensor | None:
+        """States on which the term needs π_θ's outputs in the next `loss` call, or None.
+
+        A learner whose module can run these in the same actor forward as the RL batch passes
+        the outputs back as `TermInputs.extra_student_distribution_inputs`; otherwise the term
+        runs the actor itself. Terms without such states return None (the default).
+        """
+        return None
 
     def after_optimizer_steps(self, num_steps: int = 1) -> None:
         """Advance the coefficient schedule by `num_steps` optimizer steps (default: constant λ)."""

@@ -51,6 +51,7 @@ class BCTerm(RetentionTerm):
         self.buffer_teacher_inputs: torch.Tensor | None = None
         self._student: PolicyHandle | None = None
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
+        self._pending_indices: torch.Tensor | None = None
 
     def _prepare(self, student: PolicyHandle, data: RetentionData | None) -> None:
         assert data is not None
@@ -76,10 +77,27 @@ class BCTerm(RetentionTerm):
             len(self.buffer_observations), (self.batch_size,), generator=self._generator
         ).to(self.buffer_observations.device)
 
+    def extra_actor_observations(self) -> torch.Tensor | None:
+        """Draw the next BC minibatch now; the learner may run it in the RL batch's actor forward.
+
+        The following `loss` call uses exactly these states (and π_θ's outputs on them from
+        `TermInputs.extra_student_distribution_inputs`, or its own forward when those are None).
+        """
+        if self.buffer_observations is None:
+            return None
+        self._pending_indices = self.sample_indices()
+        return self.buffer_observations[self._pending_indices]
+
     def _penalty(self, inputs: TermInputs) -> torch.Tensor:
         assert self._student is not None and self.buffer_teacher_inputs is not None
-        indices = self.sample_indices()
-        student_inputs = self._student.distribution_inputs(self.buffer_observations[indices])
+        indices, self._pending_indices = self._pending_indices, None
+        student_inputs = inputs.extra_student_distribution_inputs
+        if indices is None:
+            if student_inputs is not None:
+                raise ValueError("BC got fused student outputs without having drawn its minibatch")
+            indices = self.sample_indices()
+        if student_inputs is None:
+            student_inputs = self._student.distribution_inputs(self.buffer_observations[indices])
         kl = retention_kl(
             self.buffer_teacher_inputs[indices], student_inputs, self.distribution_kind, self.kl_direction
         )

@@ -158,6 +158,8 @@ class EWCTerm(AnchoredParameterTerm):
         self.fisher_batch_size = fisher_batch_size
         self.fisher_floor = fisher_floor
         self.seed = seed
+        self._fisher_mean = float("nan")
+        self._fisher_mean_of: dict[str, torch.Tensor] | None = None
         if fisher_labels == "dataset":
             self.needs_data = frozenset({"obs", "actions"})
 
@@ -186,7 +188,8 @@ class EWCTerm(AnchoredParameterTerm):
     def metrics(self) -> dict[str, float]:
         values = super().metrics()
         if self.importance:
-            values["ewc_fisher_mean"] = float(
-                torch.cat([f.flatten() for f in self.importance.values()]).mean()
-            )
+            if self._fisher_mean_of is not self.importance:  # F is fixed after prepare: compute once
+                self._fisher_mean = float(torch.cat([f.flatten() for f in self.importance.values()]).mean())
+                self._fisher_mean_of = self.importance
+            values["ewc_fisher_mean"] = self._fisher_mean
         return values
