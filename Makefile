@@ -33,6 +33,5 @@ ui: setup
 
 # Throughput benchmark (not part of CI): installs the optional peer (Stable-Baselines3) first.
 bench: setup
-	$(BIN)/pip install -q -e '.[bench]' --no-deps
 	$(BIN)/pip install -q stable-baselines3==2.9.2 pyinstrument --no-deps
 	$(BIN)/ftcl bench --out results/throughput.csv
