@@ -80,8 +80,54 @@ def pretrained_dir(experiment_dir: Path, variant_index: int) -> Path:
     return experiment_dir / "pretrained" / f"v{variant_index}"
 
 
+def demonstrations_path(experiment_dir: Path, variant_index: int) -> Path:
+    return experiment_dir / "demonstrations" / f"v{variant_index}.npz"
+
+
+def pretraining_method(spec: ExperimentSpec) -> dict[str, Any]:
+    """The retention method of the pre-training stage: none (`scratch`), or BC toward demonstrations."""
+    demonstrations = spec.pretrained.train.demonstrations
+    if demonstrations is None:
+        return {"name": "scratch"}
+    return {
+        "name": "bc",
+        "label": "sac_with_demonstrations",
+        "coeff": demonstrations.bc_coeff,
+        "buffer_size": demonstrations.transitions,
+        "batch_size": demonstrations.batch_size,
+        "teacher_labels": "dataset",
+    }
+
+
+def ensure_demonstrations(trial: ExperimentSpec, experiment_dir: Path, plan: TrialPlan) -> Path:
+    """Collect the scripted-expert demonstrations of a pre-training trial once (kept for resumes)."""
+    from ftcl.envs.registry import ENVS
+    from ftcl.pretrain.data import save_retention_data
+    from ftcl.pretrain.demonstrations import collect_demonstrations
+
+    path = demonstrations_path(experiment_dir, plan.variant_index)
+    if path.is_file():
+        return path
+    settings = trial.pretrained.train.demonstrations
+    entry = ENVS[trial.env.name]
+    env = entry.make(trial.env.options)
+    try:
+        data = collect_demonstrations(
+            entry.scripted_expert(trial.env.options), env, settings.transitions, seed=plan.seed,
+            action_noise=settings.action_noise, label_log_std=settings.label_log_std,
+        )
+    finally:
+        env.close()
+    return save_retention_data(path, data)
+
+
 def pretrained_paths(spec: ExperimentSpec, experiment_dir: Path, plan: TrialPlan) -> tuple[Path | None, Path | None]:
-    """(module, data) that a fine-tuning trial starts from; (None, None) for scratch/pretrain."""
+    """(module, data) that a trial starts from: π* and its data for fine-tuning; the demonstrations
+    (no module) for pre-training with demonstrations; (None, None) otherwise."""
+    if plan.stage == "pretrain":
+        if spec.pretrained.train.demonstrations is not None:
+            return None, demonstrations_path(experiment_dir, plan.variant_index)
+        return None, None
     method = spec.method(plan.method) if plan.stage == "finetune" else None
     if method is None or method.name == "scratch":
         return None, None
@@ -126,8 +172,10 @@ def build_algorithm_config(
 ):
     """The RLlib AlgorithmConfig of one trial (a `Retention*Config` from `ftcl.algorithms`)."""
     config = _algorithm_config(spec, plan)
-    method = spec.method(plan.method) if plan.stage == "finetune" else None
-    method_dump = method.model_dump() if method is not None else {"name": "scratch"}
+    if plan.stage == "finetune":
+        method_dump = spec.method(plan.method).model_dump()
+    else:
+        method_dump = pretraining_method(spec)
     return config.retention(
         method=method_dump,
         pretrained_module_path=str(module_path) if module_path else None,
@@ -211,6 +259,8 @@ def _trainable_class():
             self.experiment_dir = Path(experiment_dir)
             self.command = command
             module_path, data_path = pretrained_paths(self.spec, self.experiment_dir, self.plan)
+            if self.plan.stage == "pretrain" and self.trial.pretrained.train.demonstrations is not None:
+                ensure_demonstrations(self.trial, self.experiment_dir, self.plan)
             self.algo = build_algorithm_config(self.trial, self.plan, module_path, data_path).build_algo()
             self.env_steps = 0
             self.next_evaluation = 0
@@ -301,6 +351,19 @@ def export_pretrained(algo, spec: ExperimentSpec, trial: ExperimentSpec, plan: T
         env.close()
     save_retention_data(out / "data.npz", data)
     success = evaluate_policy(module, lambda: entry.make(options), episodes=20, seed=20_000 + plan.seed)
+    suites = entry.suites_for(options)
+    success_per_suite = {
+        suite: evaluate_policy(module, lambda: entry.make({**options, **suites[suite]}), episodes=20,
+                               seed=20_000 + plan.seed)
+        for suite in trial.evaluation.suites
+    }
+    demonstrations = trial.pretrained.train.demonstrations
+    if demonstrations is not None:
+        demonstrations_file = demonstrations_path(experiment_dir, plan.variant_index)
+        guidance = {**demonstrations.model_dump(), "method": pretraining_method(trial),
+                    "sha256": store.sha256_of(demonstrations_file)}
+    else:
+        guidance = None
     provenance = {
         "command": command,
         "spec": spec.name,
@@ -311,6 +374,9 @@ def export_pretrained(algo, spec: ExperimentSpec, trial: ExperimentSpec, plan: T
         "env_steps": env_steps,
         "seed": plan.seed,
         "success_on_pretraining_task": success,
+        "success_per_evaluation_suite": success_per_suite,
+        "evaluation_episodes": 20,
+        "demonstrations": guidance,
         "git_sha": store.git_sha(),
         "versions": store.package_versions(),
         "created": datetime.now().isoformat(timespec="seconds"),

@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from ftcl.envs.registry import ENVS
-from ftcl.retention.config import METHOD_NAMES, NEEDS_PRETRAINED, OFF_POLICY_ONLY, MethodSpec
+from ftcl.retention.config import METHOD_NAMES, OFF_POLICY_ONLY, MethodSpec, needs_pretrained
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPEC_DIR = REPO_ROOT / "tune_configs"
@@ -88,6 +88,20 @@ class AlgorithmSpec(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class DemonstrationsSpec(_Strict):
+    """Scripted-expert demonstrations that guide SAC pre-training (`ftcl.pretrain.demonstrations`)."""
+
+    transitions: PositiveInt = 20_000
+    """Demonstration steps collected before SAC starts (the BC buffer D)."""
+    action_noise: float = Field(default=0.1, ge=0.0)
+    """σ of the Gaussian noise added to the executed expert actions (labels stay noise-free)."""
+    label_log_std: float = -2.0
+    """log σ_E of the Gaussian that stands for the expert's action in the KL."""
+    bc_coeff: float = Field(default=1.0, ge=0.0)
+    """λ_demo of the BC term toward the demonstrations during SAC pre-training."""
+    batch_size: PositiveInt = 128
+
+
 class PretrainTrainSpec(_Strict):
     """Train π* inside the experiment (a separate Tune stage) before fine-tuning."""
 
@@ -99,6 +113,8 @@ class PretrainTrainSpec(_Strict):
     seed: int = 0
     data_transitions: PositiveInt = 10_000
     """Transitions collected by π* on the pre-training task (BC buffer, Fisher data, EM memory)."""
+    demonstrations: DemonstrationsSpec | None = None
+    """Guide SAC with a BC term toward the env's scripted expert (RoboticSequence only); None = SAC alone."""
 
 
 class PretrainedSpec(_Strict):
@@ -178,7 +194,7 @@ class ExperimentSpec(_Strict):
             )
         has_pretrained = self.pretrained.module is not None or self.pretrained.train is not None
         for method in self.methods:
-            if method.name in NEEDS_PRETRAINED and not has_pretrained and not analytic:
+            if needs_pretrained(method) and not has_pretrained and not analytic:
                 raise ValueError(
                     f"methods: {method.name!r} starts from π* but the spec has no `pretrained.module` "
                     "or `pretrained.train`"
@@ -211,6 +227,13 @@ class ExperimentSpec(_Strict):
                     self.env.name, {**self.env.options, **self.pretrained.train.env_options},
                     "pretrained.train.env_options",
                 )
+                if self.pretrained.train.demonstrations is not None:
+                    if self.algorithm.name not in OFF_POLICY or not ENVS[self.env.name].has_scripted_expert:
+                        raise ValueError(
+                            "pretrained.train.demonstrations: needs an off-policy algorithm "
+                            f"({', '.join(OFF_POLICY)}) and an env with a scripted expert (robotic_sequence); "
+                            f"got algorithm {self.algorithm.name!r}, env {self.env.name!r}"
+                        )
         return self
 
     # ----- derived views -------------------------------------------------------------------------

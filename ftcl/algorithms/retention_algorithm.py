@@ -20,7 +20,7 @@ from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT
 
 from ftcl.algorithms.retention_learner import RETENTION_CONFIG_KEY
 from ftcl.pretrain.data import TRANSITION_KEYS, check_retention_data, load_retention_data
-from ftcl.retention.config import NEEDS_PRETRAINED, NEEDS_STATES, NEEDS_TRANSITIONS, OFF_POLICY_ONLY
+from ftcl.retention.config import NEEDS_STATES, NEEDS_TRANSITIONS, OFF_POLICY_ONLY, needs_pretrained
 from ftcl.retention.factory import parse_method
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ def required_data(method: dict[str, Any]) -> tuple[list[str], int]:
     """(keys, minimum rows) the method needs from the retention data file; ([], 0) if none."""
     name = method["name"]
     if name == "bc":
-        return ["obs"], int(method["buffer_size"])
+        keys = ["obs", "action_dist_inputs"] if method.get("teacher_labels") == "dataset" else ["obs"]
+        return keys, int(method["buffer_size"])
     if name == "ewc":
         keys = ["obs", "actions"] if method.get("fisher_labels") == "dataset" else ["obs"]
         return keys, int(method["fisher_batches"]) * int(method["fisher_batch_size"])
@@ -50,7 +51,7 @@ def check_retention_settings(settings: dict[str, Any], algorithm: str, off_polic
     if name in OFF_POLICY_ONLY and not off_policy:
         raise ValueError(f"retention method '{name}' needs an off-policy replay buffer (SAC); not {algorithm}")
     pretrained = settings.get("pretrained_module_path")
-    if name in NEEDS_PRETRAINED:
+    if needs_pretrained(method):
         if not pretrained:
             raise ValueError(f"retention method '{name}' needs pretrained_module_path (an RLModule checkpoint dir)")
         if not Path(pretrained).is_dir():
@@ -122,9 +123,9 @@ class RetentionAlgorithmMixin:
     def _setup_retention(self, settings: dict[str, Any]) -> None:
         name = settings["method"]["name"]
         pretrained = settings.get("pretrained_module_path")
-        if name == "scratch":
+        if not needs_pretrained(settings["method"]):
             if pretrained:
-                logger.info("method 'scratch' starts from random weights; %s is not loaded", pretrained)
+                logger.info("method %r starts from random weights; %s is not loaded", name, pretrained)
         else:
             # Learner.build() already ran (random weights); load θ* now and sync the EnvRunners.
             self.restore_from_path(pretrained, component=PRETRAINED_MODULE_COMPONENT)  # type: ignore[attr-defined]

@@ -44,6 +44,15 @@ class EnvEntry:
             return dict(module.evaluation_suites(options))
         return dict(self.suites)
 
+    @property
+    def has_scripted_expert(self) -> bool:
+        """Whether the env module offers `scripted_expert(options)` (demonstrations for pre-training)."""
+        return hasattr(self._module(), "scripted_expert")
+
+    def scripted_expert(self, options: dict[str, Any]) -> Any:
+        """The env's scripted expert (an object with `action(obs)`) for these options."""
+        return self._module().scripted_expert(self.validate_options(options))
+
     def make(self, options: dict[str, Any]) -> gym.Env:
         return self._module().make_env(self.validate_options(options))
 

@@ -360,3 +360,42 @@ def far_suites(options: dict[str, Any]) -> list[str]:
     else:
         far_indices = [k for k, name in enumerate(opts.stages) if name in opts.pretrained_stages]
     return [stage_suite_name(k, opts.stages[k]) for k in far_indices]
+
+
+def scripted_policy_class_name(stage_name: str) -> str:
+    """Meta-World's scripted-policy class for a v3 task: `push-wall-v3` -> `SawyerPushWallV3Policy`."""
+    words = short_stage_name(normalise_stage_name(stage_name)).split("-")
+    return "Sawyer" + "".join(word.capitalize() for word in words) + "V3Policy"
+
+
+class ScriptedExpert:
+    """Meta-World's hand-written expert of each stage, acting on RoboticSequence observations.
+
+    `action(obs)` reads the stage from the observation's one-hot and returns that stage's scripted
+    action for the 39-d Meta-World part, clipped to [-1, 1] (what the env applies anyway).
+    """
+
+    def __init__(self, stages: list[str]) -> None:
+        import metaworld.policies as scripted  # imported here: only demonstrations need it
+
+        self.policies = []
+        missing = []
+        for name in stages:
+            class_name = scripted_policy_class_name(name)
+            if not hasattr(scripted, class_name):
+                missing.append(name)
+            else:
+                self.policies.append(getattr(scripted, class_name)())
+        if missing:
+            raise ValueError(f"Meta-World has no scripted expert for stage(s) {missing}; demonstrations need one per stage")
+        self.num_stages = len(stages)
+
+    def action(self, observation: np.ndarray) -> np.ndarray:
+        stage = int(np.argmax(observation[META_WORLD_OBS_DIM : META_WORLD_OBS_DIM + self.num_stages]))
+        raw = self.policies[stage].get_action(np.asarray(observation[:META_WORLD_OBS_DIM], dtype=np.float64))
+        return np.clip(raw, -1.0, 1.0).astype(np.float32)
+
+
+def scripted_expert(options: dict[str, Any]) -> ScriptedExpert:
+    """The scripted expert for these options' stages (used for pre-training demonstrations)."""
+    return ScriptedExpert(list(Options.model_validate(options).stages))

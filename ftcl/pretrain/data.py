@@ -11,7 +11,7 @@ to its bounds, as RLlib's module-to-env connector does.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import gymnasium as gym
 import numpy as np
@@ -48,43 +48,60 @@ def collect_policy_data(
     """
     from ray.rllib.core.columns import Columns  # the module is an RLlib RLModule
 
+    device = next(iter(module.parameters()), torch.zeros(())).device if hasattr(module, "parameters") else "cpu"
+
+    def act(observation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        obs_tensor = torch.as_tensor(np.asarray(observation, dtype=np.float32), device=device)[None]
+        batch = {Columns.OBS: obs_tensor}
+        if explore:
+            inputs = module.forward_exploration(batch)[Columns.ACTION_DIST_INPUTS]
+            action = module.get_exploration_action_dist_cls().from_logits(inputs).sample()
+        else:
+            inputs = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+            action = module.get_inference_action_dist_cls().from_logits(inputs).to_deterministic().sample()
+        return action[0].cpu().numpy(), inputs[0].cpu().numpy()
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return collect_transitions(act, env, num_transitions, seed, normalize_actions)
+
+
+def collect_transitions(
+    act: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    env: gym.Env,
+    num_transitions: int,
+    seed: int,
+    normalize_actions: bool = True,
+) -> dict[str, np.ndarray]:
+    """Roll out `act(obs) -> (action, action_dist_inputs)` for `num_transitions` steps (module doc keys).
+
+    Episodes are reset (seeded from `seed`, then seed + k for the k-th episode) whenever they end.
+    """
     if num_transitions <= 0:
         raise ValueError(f"num_transitions must be positive; got {num_transitions}")
     rows: dict[str, list[np.ndarray]] = {key: [] for key in ALL_KEYS}
-    device = next(iter(module.parameters()), torch.zeros(())).device if hasattr(module, "parameters") else "cpu"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        observation, _ = env.reset(seed=seed)
-        episode = 0
-        while len(rows["obs"]) < num_transitions:
-            obs_tensor = torch.as_tensor(np.asarray(observation, dtype=np.float32), device=device)[None]
-            batch = {Columns.OBS: obs_tensor}
-            if explore:
-                inputs = module.forward_exploration(batch)[Columns.ACTION_DIST_INPUTS]
-                action = module.get_exploration_action_dist_cls().from_logits(inputs).sample()
-            else:
-                inputs = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
-                distribution = module.get_inference_action_dist_cls().from_logits(inputs)
-                action = distribution.to_deterministic().sample()
-            action_np = action[0].cpu().numpy()
-            next_observation, reward, terminated, truncated, info = env.step(
-                _env_action(action_np, env.action_space, normalize_actions)
-            )
-            # RoboticSequence: a solved intermediate stage is terminal for the critic (no bootstrap,
-            # paper §2.3) although the episode goes on; store it as such for episodic memory.
-            stage_done = bool(info.get("stage_done", False)) and not truncated
-            rows["obs"].append(np.asarray(observation, dtype=np.float32))
-            rows["actions"].append(action_np)
-            rows["rewards"].append(np.float32(reward))
-            rows["next_obs"].append(np.asarray(next_observation, dtype=np.float32))
-            rows["terminateds"].append(np.bool_(terminated or stage_done))
-            rows["truncateds"].append(np.bool_(truncated))
-            rows["action_dist_inputs"].append(inputs[0].cpu().numpy().astype(np.float32))
-            if terminated or truncated:
-                episode += 1
-                observation, _ = env.reset(seed=seed + episode)
-            else:
-                observation = next_observation
+    observation, _ = env.reset(seed=seed)
+    episode = 0
+    while len(rows["obs"]) < num_transitions:
+        action, inputs = act(observation)
+        next_observation, reward, terminated, truncated, info = env.step(
+            _env_action(action, env.action_space, normalize_actions)
+        )
+        # RoboticSequence: a solved intermediate stage is terminal for the critic (no bootstrap,
+        # paper §2.3) although the episode goes on; store it as such for episodic memory.
+        stage_done = bool(info.get("stage_done", False)) and not truncated
+        rows["obs"].append(np.asarray(observation, dtype=np.float32))
+        rows["actions"].append(np.asarray(action))
+        rows["rewards"].append(np.float32(reward))
+        rows["next_obs"].append(np.asarray(next_observation, dtype=np.float32))
+        rows["terminateds"].append(np.bool_(terminated or stage_done))
+        rows["truncateds"].append(np.bool_(truncated))
+        rows["action_dist_inputs"].append(np.asarray(inputs, dtype=np.float32))
+        if terminated or truncated:
+            episode += 1
+            observation, _ = env.reset(seed=seed + episode)
+        else:
+            observation = next_observation
     # the last row ends the collection: mark it truncated so episodes never run across files
     rows["truncateds"][-1] = np.bool_(True) if not rows["terminateds"][-1] else rows["truncateds"][-1]
     return {key: np.stack(values) for key, values in rows.items()}

@@ -1,8 +1,10 @@
 """BC (replay by behavioural cloning): λ·E_{s∼B} KL(π*(·|s) ‖ π_θ(·|s)) on a stored buffer B.
 
 B holds up to `buffer_size` pre-training states drawn at prepare time, each labelled with π*'s
-distribution inputs computed there (θ* = the loaded pre-trained weights). For tanh-squashed
-SAC policies the labels and the KL are those of the pre-squash Gaussian.
+distribution inputs computed there (θ* = the loaded pre-trained weights), or — with
+`teacher_labels="dataset"` — with the `action_dist_inputs` stored next to the states (e.g. a
+scripted expert's actions as a narrow Gaussian, `ftcl.pretrain.demonstrations`). For
+tanh-squashed SAC policies the labels and the KL are those of the pre-squash Gaussian.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class BCTerm(RetentionTerm):
         batch_size: int = 128,
         seed: int = 0,
         labelling_chunk_size: int = 4096,
+        teacher_labels: str = "pretrained",
     ) -> None:
         if critic_coeff > 0:
             raise ValueError(
@@ -47,6 +50,11 @@ class BCTerm(RetentionTerm):
         self.batch_size = batch_size
         self.seed = seed
         self.labelling_chunk_size = labelling_chunk_size
+        if teacher_labels not in ("pretrained", "dataset"):
+            raise ValueError(f"teacher_labels must be 'pretrained' or 'dataset'; got {teacher_labels!r}")
+        self.teacher_labels = teacher_labels
+        if teacher_labels == "dataset":
+            self.needs_data = frozenset({"obs", "action_dist_inputs"})
         self.buffer_observations: torch.Tensor | None = None
         self.buffer_teacher_inputs: torch.Tensor | None = None
         self._student: PolicyHandle | None = None
@@ -60,6 +68,12 @@ class BCTerm(RetentionTerm):
         indices = np.sort(rng.choice(num_states, size=min(self.buffer_size, num_states), replace=False))
         device = module_device(student.module)
         observations = as_float_tensor(np.asarray(data["obs"])[indices], device)
+        if self.teacher_labels == "dataset":
+            self.buffer_observations = observations
+            self.buffer_teacher_inputs = as_float_tensor(np.asarray(data["action_dist_inputs"])[indices], device)
+            self._student = student
+            self.distribution_kind = student.distribution_kind
+            return
         with torch.no_grad():  # π*(s): the student still holds θ* here
             labels = [
                 student.distribution_inputs(observations[i : i + self.labelling_chunk_size]).detach()

@@ -82,6 +82,9 @@ class BCMethod(_MethodBase):
     kl_direction: KLDirection = "teacher_student"
     buffer_size: PositiveInt = 10_000
     batch_size: PositiveInt = 128
+    teacher_labels: Literal["pretrained", "dataset"] = "pretrained"
+    """pretrained: label B with π*'s outputs when the trial starts (the paper); dataset: use the
+    data file's stored `action_dist_inputs` (e.g. scripted demonstrations), so no π* is needed."""
 
 
 class KSMethod(_MethodBase):
@@ -115,4 +118,11 @@ NEEDS_PRETRAINED = {"finetune", "l2", "ewc", "bc", "ks", "em"}
 NEEDS_STATES = {"ewc", "bc"}  # pre-training states (Fisher data, BC buffer)
 NEEDS_TRANSITIONS = {"em"}  # full (s, a, r, s', done) transitions collected by π*
 ON_POLICY_ONLY: set[str] = set()
+
+
+def needs_pretrained(method) -> bool:
+    """Whether a method (pydantic model or dict) starts from π*'s weights."""
+    name = method["name"] if isinstance(method, dict) else method.name
+    labels = method.get("teacher_labels") if isinstance(method, dict) else getattr(method, "teacher_labels", None)
+    return name in NEEDS_PRETRAINED and not (name == "bc" and labels == "dataset")
 OFF_POLICY_ONLY = {"em"}

@@ -45,6 +45,7 @@ def build_term(method: Any, seed: int = 0) -> RetentionTerm | None:
             buffer_size=spec.buffer_size,
             batch_size=spec.batch_size,
             seed=seed,
+            teacher_labels=spec.teacher_labels,
         )
     if spec.name == "ks":
         return KSTerm(spec.coeff, decay=spec.decay, floor=spec.floor, kl_direction=spec.kl_direction)
