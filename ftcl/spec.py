@@ -145,6 +145,17 @@ class EvaluationSpec(_Strict):
     episodes: PositiveInt = 10
     explore: bool = False
     """False: greedy/mean actions; True: sample from the policy."""
+    log_likelihood_suites: list[str] = []
+    """Evaluation suites (names as in `suites`, e.g. `stage_3_push-wall`) on whose states the current
+    policy's log-likelihood of π*'s stored actions, mean of log π_θ(a*|s*) over π*'s data rows that
+    belong to the suite, is logged at every evaluation as `analysis/log_likelihood/<suite>` (paper
+    Fig. 8: it collapses on FAR states under plain fine-tuning). Computed for every fine-tuning trial,
+    scratch included (a baseline curve); needs π*'s data (`pretrained.data` or `pretrained.train`)."""
+
+    @property
+    def active(self) -> bool:
+        """Whether the trial evaluates at all (suites to run or log-likelihoods to log)."""
+        return bool(self.suites or self.log_likelihood_suites)
 
 
 class TrackingSpec(_Strict):
@@ -461,17 +472,27 @@ def _check_files(spec: ExperimentSpec, spec_path: Path) -> None:
 
 
 def _check_suites(spec: ExperimentSpec, spec_path: Path) -> None:
-    if not spec.evaluation.suites:
-        return
-    if spec.env.name == "none":
-        raise SpecError(f"{spec_path}: evaluation.suites: analytic toys have no evaluation suites")
-    allowed = ENVS[spec.env.name].suites_for(ENVS[spec.env.name].validate_options(spec.env.options))
-    for suite in spec.evaluation.suites:
-        if suite not in allowed:
-            raise SpecError(
-                f"{spec_path}: evaluation.suites: unknown suite {suite!r} for env {spec.env.name!r}; "
-                f"allowed: {', '.join(sorted(allowed)) or '(none)'}"
-            )
+    """`evaluation.suites` and `evaluation.log_likelihood_suites` name suites of the env; the latter
+    also need π*'s data."""
+    evaluation = spec.evaluation
+    if evaluation.log_likelihood_suites and spec.pretrained.data is None and spec.pretrained.train is None:
+        raise SpecError(
+            f"{spec_path}: evaluation.log_likelihood_suites: needs π*'s stored data; give `pretrained.data` "
+            "(with `pretrained.module`) or `pretrained.train`"
+        )
+    for field in ("suites", "log_likelihood_suites"):
+        names = getattr(evaluation, field)
+        if not names:
+            continue
+        if spec.env.name == "none":
+            raise SpecError(f"{spec_path}: evaluation.{field}: analytic toys have no evaluation suites")
+        allowed = ENVS[spec.env.name].suites_for(ENVS[spec.env.name].validate_options(spec.env.options))
+        for suite in names:
+            if suite not in allowed:
+                raise SpecError(
+                    f"{spec_path}: evaluation.{field}: unknown suite {suite!r} for env {spec.env.name!r}; "
+                    f"allowed: {', '.join(sorted(allowed)) or '(none)'}"
+                )
 
 
 def available_specs() -> list[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gymnasium as gym
+import numpy as np
 from pydantic import BaseModel
 
 
@@ -43,6 +44,15 @@ class EnvEntry:
         if hasattr(module, "evaluation_suites"):
             return dict(module.evaluation_suites(options))
         return dict(self.suites)
+
+    def suite_state_mask(self, options: dict[str, Any], suite: str, observations: np.ndarray) -> np.ndarray:
+        """Which rows of `observations` are states of `suite` (the module's `suite_state_mask(options,
+        suite_overrides, observations)` when it defines one, else every row)."""
+        module = self._module()
+        if hasattr(module, "suite_state_mask"):
+            overrides = self.suites_for(options)[suite]
+            return np.asarray(module.suite_state_mask(options, overrides, observations), dtype=bool)
+        return np.ones(len(observations), dtype=bool)
 
     @property
     def has_scripted_expert(self) -> bool:

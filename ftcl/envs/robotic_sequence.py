@@ -399,3 +399,19 @@ class ScriptedExpert:
 def scripted_expert(options: dict[str, Any]) -> ScriptedExpert:
     """The scripted expert for these options' stages (used for pre-training demonstrations)."""
     return ScriptedExpert(list(Options.model_validate(options).stages))
+
+
+def suite_state_mask(
+    options: dict[str, Any], suite_overrides: dict[str, Any], observations: np.ndarray
+) -> np.ndarray:
+    """Which observations (rows of an (n, obs_dim) array) lie in a suite's stages.
+
+    A suite runs stages k = start_stage .. start_stage + num_stages_to_run − 1 (to the last stage
+    when None); a row belongs to it when its stage one-hot, obs[:, 39 : 39 + N], marks one of them.
+    E.g. `stage_3_push-wall` selects the rows with obs[:, 39 + 3] == 1; `full` selects every row.
+    """
+    opts = Options.model_validate({**options, **suite_overrides})
+    num_stages = len(opts.stages)
+    last = num_stages if opts.num_stages_to_run is None else opts.start_stage + opts.num_stages_to_run
+    one_hot = np.asarray(observations)[:, META_WORLD_OBS_DIM : META_WORLD_OBS_DIM + num_stages]
+    return one_hot[:, opts.start_stage : last].max(axis=1) == 1.0

@@ -17,6 +17,9 @@ Example::
     table:
       metrics: [evaluation/far/success]
       at: final
+    forward_transfer:              # optional: FT of each method vs a from-scratch baseline
+      baseline: scratch
+      metrics: [evaluation/far/success]
 """
 from __future__ import annotations
 
@@ -88,6 +91,31 @@ class TableSpec(BaseModel):
         return metrics
 
 
+class ForwardTransferSpec(BaseModel):
+    """Forward transfer (Continual World; paper §5.6, Table 6) of each method against a baseline.
+
+    Per run, AUC = (1/T) ∫₀ᵀ p(t) dt of a success curve p(t); FT = (AUC − AUC_b) / (1 − AUC_b)
+    with AUC_b the baseline's AUC (mean over its runs) on the same metric and step range.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    baseline: str = Field(
+        min_length=1, description="the `group_by` value (method label) of the baseline, e.g. scratch"
+    )
+    metrics: list[str] = Field(min_length=1, description="success-rate metric keys or globs (values in [0, 1])")
+
+    @field_validator("metrics")
+    @classmethod
+    def _no_aggregation(cls, metrics: list[str]) -> list[str]:
+        for entry in metrics:
+            if "@" in entry:
+                raise ValueError(
+                    f"forward-transfer metric {entry!r}: '@' aggregations do not apply (FT uses the whole curve)"
+                )
+        return metrics
+
+
 class DashboardLayout(BaseModel):
     """A report/dashboard definition."""
 
@@ -97,6 +125,9 @@ class DashboardLayout(BaseModel):
     title: str = Field(min_length=1)
     panels: list[Panel] = Field(min_length=1)
     table: TableSpec = Field(default_factory=TableSpec)
+    forward_transfer: ForwardTransferSpec | None = Field(
+        default=None, description="optional forward-transfer table against a baseline method"
+    )
     group_by: str = Field(default="method", min_length=1, description="tag whose values are lines")
     facet_by: str | None = Field(
         default=None, description="tag whose values get one subplot each (e.g. ftcl.variant)"

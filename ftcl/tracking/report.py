@@ -15,6 +15,13 @@ of the mean over runs; a line with one run has no band.
 Table: per run, the metric's last logged value by step (`at: final`), its maximum (`max`) or the
 unweighted mean of its logged values (`mean`); then, over runs, the mean and its Student-t
 confidence interval.
+
+Forward transfer (optional `forward_transfer` section of the layout; paper §5.6, Table 6, after
+Continual World): per run of a method, AUC = (1/T) ∫₀ᵀ p(t) dt of its success curve p(t) (trapezoid
+rule from the first to the last step of the range that run's method and the baseline all cover,
+T its length); FT = (AUC − AUC_b) / (1 − AUC_b), with AUC_b the mean AUC of the baseline's runs
+(same facet, same metric, same step range). The table gives, over a method's runs, the mean FT and
+its Student-t confidence interval (the spread of AUC_b is not propagated). Finetune-stage runs only.
 """
 from __future__ import annotations
 
@@ -44,6 +51,9 @@ GROUP_TAG = "ftcl.group"
 STAGE_TAG = "ftcl.stage"
 ALL_GROUPS = "all"
 MAX_GRID_POINTS = 400
+FORWARD_TRANSFER_STAGE = "finetune"
+PERFECT_TOLERANCE = 1e-6
+"""1 − AUC_b below this: the baseline is already perfect and FT is undefined (NaN)."""
 _NO_VALUE = "(none)"
 
 
@@ -75,10 +85,16 @@ class ReportFiles:
     group: str
     report_run_id: str | None = None
     table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
+    forward_transfer_csv: Path | None = None
+    """`forward_transfer.csv` (None when the layout has no `forward_transfer` section)."""
+    forward_transfer_md: Path | None = None
+    forward_transfer: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
+    forward_transfer_notes: list[str] = field(default_factory=list)
 
     def all_paths(self) -> list[Path]:
         """All files written, HTML first."""
-        return [self.html, self.table_csv, self.table_md, *(figure.path for figure in self.figures)]
+        forward = [path for path in (self.forward_transfer_csv, self.forward_transfer_md) if path is not None]
+        return [self.html, self.table_csv, self.table_md, *forward, *(figure.path for figure in self.figures)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,12 +433,170 @@ def _display_table(table: pd.DataFrame, metrics: list[str], layout: DashboardLay
     return header, rows
 
 
-def _markdown(header: list[str], rows: list[list[str]], confidence: float) -> str:
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
-    body = [line(header), "| " + " | ".join("---" for _ in header) + " |", *(line(row) for row in rows)]
-    return "\n".join(body) + f"\n\nmean [{confidence:.0%} Student-t CI of the mean] (n = runs)\n"
+    return "\n".join([line(header), "| " + " | ".join("---" for _ in header) + " |", *(line(row) for row in rows)])
+
+
+def _markdown(header: list[str], rows: list[list[str]], confidence: float) -> str:
+    return _markdown_table(header, rows) + f"\n\nmean [{confidence:.0%} Student-t CI of the mean] (n = runs)\n"
+
+
+# --------------------------------------------------------------------------------------------
+# forward transfer
+
+
+def area_under_curve(steps: np.ndarray, values: np.ndarray) -> float:
+    """AUC = (1/T) ∫₀ᵀ p(t) dt by the trapezoid rule, t from the first to the last step, T their
+    distance; p at that step when there is only one."""
+    steps = np.asarray(steps, dtype=float)
+    values = np.asarray(values, dtype=float)
+    if len(steps) == 1:
+        return float(values[0])
+    return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))
+
+
+def forward_transfer(auc: np.ndarray | float, auc_baseline: float) -> np.ndarray:
+    """FT = (AUC − AUC_b) / (1 − AUC_b); NaN when the baseline is already perfect (1 − AUC_b ≈ 0)."""
+    auc = np.asarray(auc, dtype=float)
+    if 1.0 - auc_baseline < PERFECT_TOLERANCE:
+        return np.full_like(auc, np.nan)
+    return (auc - auc_baseline) / (1.0 - auc_baseline)
+
+
+_FT_STATS = ("mean", "ci_low", "ci_high", "n", "auc", "auc_baseline")
+
+
+def _forward_transfer_cell(
+    *,
+    metric: str,
+    group: str,
+    runs: list[Run],
+    baseline: str,
+    baseline_runs: list[Run],
+    histories: _Histories,
+    confidence: float,
+    where: str,
+    notes: list[str],
+) -> dict[str, float]:
+    """FT of one method on one metric: mean, CI and n over its runs, plus mean AUC and AUC_b."""
+    empty = {f"{metric}:{stat}": (0 if stat == "n" else np.nan) for stat in _FT_STATS}
+    curves = [curve for run in runs if (curve := histories.get(run.info.run_id, metric)) is not None]
+    baseline_curves = [c for run in baseline_runs if (c := histories.get(run.info.run_id, metric)) is not None]
+    if not baseline_curves:
+        notes.append(f"{metric}{where}: the runs of baseline {baseline!r} logged no values; "
+                     "forward transfer not computed")
+        return empty
+    if not curves:
+        return empty
+    # one step range for the method's runs and the baseline's, so AUC and AUC_b share T
+    grid = _common_grid(curves + baseline_curves)
+    if len(grid) == 0:
+        notes.append(f"{metric}{where}: runs of {_label(group)} and of the baseline cover disjoint step ranges; "
+                     "forward transfer not computed")
+        return empty
+    longest = max(curve.steps[-1] for curve in curves + baseline_curves)
+    if grid[-1] < longest:
+        notes.append(f"{metric}{where}: FT of {_label(group)} over steps {grid[0]:g} to {grid[-1]:g}, the range "
+                     f"all its and the baseline's runs cover (the longest reaches {longest:g})")
+    auc = np.array([area_under_curve(grid, np.interp(grid, c.steps, c.values)) for c in curves])
+    auc_b = float(np.mean([area_under_curve(grid, np.interp(grid, c.steps, c.values)) for c in baseline_curves]))
+    ft = forward_transfer(auc, auc_b)
+    if np.isnan(ft).all():
+        notes.append(f"{metric}{where}: the baseline is already perfect (AUC_b = {auc_b:.3g}, 1 − AUC_b ≈ 0); "
+                     f"forward transfer of {_label(group)} undefined (NaN)")
+    mean, low, high = mean_confidence_interval(ft, confidence)
+    return {f"{metric}:mean": float(mean), f"{metric}:ci_low": float(low), f"{metric}:ci_high": float(high),
+            f"{metric}:n": len(ft), f"{metric}:auc": float(auc.mean()), f"{metric}:auc_baseline": auc_b}
+
+
+def _forward_transfer_table(
+    *,
+    metrics: list[str],
+    layout: DashboardLayout,
+    stage: str,
+    facets: list[str],
+    groups: list[str],
+    cells: dict[tuple[str, str], list[Run]],
+    histories: _Histories,
+) -> tuple[pd.DataFrame, list[str]]:
+    """One row per (facet, non-baseline group) with runs; per metric: FT mean, ci_low, ci_high, n,
+    and the mean AUC of the method and of the baseline. Also the notes on what was not computed."""
+    assert layout.forward_transfer is not None
+    baseline = layout.forward_transfer.baseline
+    keys = ([layout.facet_by] if layout.facet_by is not None else []) + [layout.group_by]
+    columns = keys + [f"{metric}:{stat}" for metric in metrics for stat in _FT_STATS]
+    if stage != FORWARD_TRANSFER_STAGE:
+        return pd.DataFrame(columns=columns), [
+            f"forward transfer compares {FORWARD_TRANSFER_STAGE} runs; this report is of stage {stage!r}; not computed"
+        ]
+    if not any(cells.get((facet, baseline)) for facet in facets):
+        return pd.DataFrame(columns=columns), [
+            f"no runs of baseline method {baseline!r} in this selection; forward transfer not computed"
+        ]
+    notes: list[str] = []
+    records: list[dict[str, object]] = []
+    for facet in facets:
+        others = [group for group in groups if group != baseline and cells.get((facet, group))]
+        where = f" in {layout.facet_by}={_label(facet)}" if layout.facet_by is not None else ""
+        baseline_runs = cells.get((facet, baseline), [])
+        if others and not baseline_runs:
+            notes.append(f"no runs of baseline method {baseline!r}{where}; forward transfer not computed there")
+            continue
+        for group in others:
+            record: dict[str, object] = {}
+            if layout.facet_by is not None:
+                record[layout.facet_by] = facet
+            record[layout.group_by] = group
+            for metric in metrics:
+                record.update(_forward_transfer_cell(
+                    metric=metric, group=group, runs=cells[(facet, group)], baseline=baseline,
+                    baseline_runs=baseline_runs, histories=histories, confidence=layout.confidence,
+                    where=where, notes=notes,
+                ))
+            records.append(record)
+    return pd.DataFrame.from_records(records, columns=columns), list(dict.fromkeys(notes))
+
+
+def _display_forward_transfer(
+    table: pd.DataFrame, metrics: list[str], layout: DashboardLayout
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the human-readable forward-transfer table (`mean [CI] (n=…)` per metric)."""
+    keys = ([layout.facet_by] if layout.facet_by is not None else []) + [layout.group_by]
+    header = keys + [f"{metric} FT" for metric in metrics]
+
+    def cell(row: pd.Series, metric: str) -> str:
+        n = int(row[f"{metric}:n"])
+        if n > 0 and math.isnan(row[f"{metric}:mean"]):
+            return f"NaN (n={n})"
+        return _format_cell(row, metric)
+
+    rows = [[_label(str(row[key])) for key in keys] + [cell(row, metric) for metric in metrics]
+            for _, row in table.iterrows()]
+    return header, rows
+
+
+def _forward_transfer_text(layout: DashboardLayout) -> str:
+    assert layout.forward_transfer is not None
+    return (f"FT = (AUC − AUC_b) / (1 − AUC_b) per run, AUC = (1/T) ∫₀ᵀ p(t) dt of its success curve, AUC_b "
+            f"the mean AUC of the runs of {layout.forward_transfer.baseline!r} over the same steps; "
+            f"mean [{layout.confidence:.0%} Student-t CI of the mean] over runs (n = runs)")
+
+
+def _forward_transfer_markdown(
+    layout: DashboardLayout, header: list[str], rows: list[list[str]], notes: list[str]
+) -> str:
+    assert layout.forward_transfer is not None
+    parts = [f"# Forward transfer vs {layout.forward_transfer.baseline!r}", ""]
+    if rows:
+        parts.extend([_markdown_table(header, rows), ""])
+    parts.append(_forward_transfer_text(layout))
+    if notes:
+        parts.append("")
+        parts.extend(f"- note: {note}" for note in notes)
+    return "\n".join(parts) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,6 +632,7 @@ def _html_page(
     table_header: list[str],
     table_rows: list[list[str]],
     runs: list[Run],
+    forward_transfer: tuple[list[str], list[list[str]], list[str]] | None = None,
 ) -> str:
     parts = [
         "<!DOCTYPE html>",
@@ -477,6 +652,13 @@ def _html_page(
     parts.append(
         f"<p>mean [{layout.confidence:.0%} Student-t confidence interval of the mean] (n = runs)</p>"
     )
+    if forward_transfer is not None and layout.forward_transfer is not None:
+        ft_header, ft_rows, ft_notes = forward_transfer
+        parts.append(f"<h2>Forward transfer vs {html.escape(layout.forward_transfer.baseline)}</h2>")
+        if ft_rows:
+            parts.append(_html_table(ft_header, ft_rows))
+        parts.append(f"<p>{html.escape(_forward_transfer_text(layout))}</p>")
+        parts.extend(f'<p class="warning">{html.escape(note)}</p>' for note in ft_notes)
     parts.append("<h2>Curves</h2>")
     for figure in figures:
         encoded = base64.b64encode(figure.path.read_bytes()).decode("ascii")
@@ -573,6 +755,17 @@ def build_report(
                 table_metrics.append(column)
     table = _final_table(metrics=table_metrics, layout=dashboard, facets=facets, groups=groups,
                          cells=cells, histories=histories)
+    ft_table, ft_notes, ft_metrics = pd.DataFrame(), [], []
+    if dashboard.forward_transfer is not None:
+        skipped: list[str] = []
+        for pattern in dashboard.forward_transfer.metrics:
+            keys = expand(pattern, "forward-transfer column")
+            ft_metrics.extend(key for key in keys if key not in ft_metrics)
+            if not keys:
+                skipped.append(f"{pattern!r} is not logged by any selected run; its column is skipped")
+        ft_table, ft_notes = _forward_transfer_table(metrics=ft_metrics, layout=dashboard, stage=stage,
+                                                     facets=facets, groups=groups, cells=cells, histories=histories)
+        ft_notes = ft_notes + skipped
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -594,6 +787,15 @@ def build_report(
     table.to_csv(table_csv, index=False)
     header, rows = _display_table(table, table_metrics, dashboard)
     table_md.write_text(_markdown(header, rows, dashboard.confidence))
+    ft_csv: Path | None = None
+    ft_md: Path | None = None
+    ft_display: tuple[list[str], list[list[str]], list[str]] | None = None
+    if dashboard.forward_transfer is not None:
+        ft_csv, ft_md = out_dir / "forward_transfer.csv", out_dir / "forward_transfer.md"
+        ft_table.to_csv(ft_csv, index=False)
+        ft_header, ft_rows = _display_forward_transfer(ft_table, ft_metrics, dashboard)
+        ft_md.write_text(_forward_transfer_markdown(dashboard, ft_header, ft_rows, ft_notes))
+        ft_display = (ft_header, ft_rows, ft_notes)
 
     generated = dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
     meta = [
@@ -609,14 +811,15 @@ def build_report(
     ]
     html_path = out_dir / "report.html"
     html_path.write_text(_html_page(layout=dashboard, meta=meta, warnings=warnings, figures=figures,
-                                    table_header=header, table_rows=rows, runs=runs))
+                                    table_header=header, table_rows=rows, runs=runs, forward_transfer=ft_display))
 
     report_run_id: str | None = None
     if log_to_mlflow:
         report_run_id = _log_report_run(client, experiment_id, out_dir, dashboard, group_label, stage, len(runs))
     return ReportFiles(out_dir=out_dir, html=html_path, table_csv=table_csv, table_md=table_md,
                        figures=figures, warnings=warnings, run_count=len(runs), group=group_label,
-                       report_run_id=report_run_id, table=table)
+                       report_run_id=report_run_id, table=table, forward_transfer_csv=ft_csv,
+                       forward_transfer_md=ft_md, forward_transfer=ft_table, forward_transfer_notes=ft_notes)
 
 
 def _log_report_run(
