@@ -57,8 +57,10 @@ def plan_trials(spec: ExperimentSpec, stage: str) -> list[TrialPlan]:
             seed = spec.pretrained.train.seed  # one π* per variant, shared by all seeds
             plans.append(TrialPlan(f"pretrain{suffix}", stage, "scratch", seed, index, variant))
             continue
-        for method in spec.methods:
-            for seed in spec.seeds:
+        # Seed-major: every method's first seed comes before any second seed, so a grid that is
+        # stopped early (or runs on few CPUs) already compares all methods.
+        for seed in spec.seeds:
+            for method in spec.methods:
                 key = f"{method.display_name}__seed{seed}{suffix}"
                 plans.append(TrialPlan(key, stage, method.display_name, seed, index, variant))
     return plans
@@ -268,11 +270,14 @@ def _trainable_class():
 
         # ---- evaluation ----
         def _evaluate(self) -> dict[str, float]:
+            """Evaluation suites (success, return, length) and, for fine-tuning trials, the
+            log-likelihood of π*'s stored actions on each of `log_likelihood_suites` (paper Fig. 8)."""
             from ftcl.envs.registry import ENVS
+            from ftcl.evaluation.likelihood import stored_action_log_likelihood
             from ftcl.evaluation.suites import evaluate_policy
 
             evaluation = self.trial.evaluation
-            if not evaluation.suites:
+            if not evaluation.active:
                 return {}
             entry = ENVS[self.trial.env.name]
             options = entry.validate_options(self.trial.env.options)
@@ -286,12 +291,46 @@ def _trainable_class():
                     seed=10_000 + self.plan.seed, explore=evaluation.explore,
                 )
                 metrics.update({f"evaluation/{suite}/{k}": v for k, v in values.items()})
+            if self.plan.stage == "finetune":
+                for suite, (observations, actions) in self._expert_rows(options).items():
+                    # ℓ(θ) = mean log π_θ(a*|s*) over π*'s stored rows of the suite
+                    metrics[f"analysis/log_likelihood/{suite}"] = stored_action_log_likelihood(
+                        module, observations, actions
+                    )
             return metrics
+
+        def _expert_rows(self, options: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+            """Suite -> (s*, a*): π*'s stored rows of each of `log_likelihood_suites`, loaded once.
+
+            The data file is the one the trial's method starts from (`pretrained_paths`); a scratch
+            trial, which starts from none, reads the same π* data (its curve is the baseline).
+            """
+            if getattr(self, "expert_rows", None) is None:
+                from ftcl.evaluation.likelihood import suite_rows
+                from ftcl.pretrain.data import load_retention_data
+
+                names = self.trial.evaluation.log_likelihood_suites
+                if not names:
+                    self.expert_rows = {}
+                    return self.expert_rows
+                _, data_path = pretrained_paths(self.spec, self.experiment_dir, self.plan)
+                if data_path is None:
+                    if self.spec.pretrained.train is not None:
+                        data_path = pretrained_dir(self.experiment_dir, self.plan.variant_index) / "data.npz"
+                    else:
+                        data_path = self.spec.pretrained.data
+                data = load_retention_data(data_path)
+                self.expert_rows = suite_rows(data, self.trial.env.name, options, names)
+                empty = [suite for suite, (observations, _) in self.expert_rows.items() if len(observations) == 0]
+                if empty:
+                    print(f"[ftcl] {self.plan.key}: π*'s data {data_path} has no states of suite(s) {empty}; "
+                          "their log-likelihood is not logged", file=sys.stderr)
+            return self.expert_rows
 
         def step(self) -> dict:
             budget = self.trial.budget.env_steps
             metrics: dict[str, Any] = {}
-            if self.env_steps == 0 and self.next_evaluation == 0 and self.trial.evaluation.suites:
+            if self.env_steps == 0 and self.next_evaluation == 0 and self.trial.evaluation.active:
                 # A point at env step 0: π* (or the random init) before any update.
                 metrics = self._evaluate()
                 self.next_evaluation = self.trial.evaluation.every_env_steps
@@ -305,7 +344,7 @@ def _trainable_class():
             metrics["throughput/env_steps_per_s"] = (steps - self.env_steps) / max(now - self.last_time, 1e-9)
             self.env_steps, self.last_time = steps, now
             done = steps >= budget
-            if self.trial.evaluation.suites and (steps >= self.next_evaluation or done):
+            if self.trial.evaluation.active and (steps >= self.next_evaluation or done):
                 metrics.update(self._evaluate())
                 every = self.trial.evaluation.every_env_steps
                 self.next_evaluation = (steps // every + 1) * every

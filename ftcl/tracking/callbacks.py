@@ -22,6 +22,7 @@ METRIC_WHITELIST = (
     "env_runners/episode_len_mean",
     "env_runners/num_episodes_lifetime",
     "evaluation/*",
+    "analysis/*",
     "learners/*/policy_loss",
     "learners/*/vf_loss",
     "learners/*/total_loss",
