@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-SPEC   ?= tune_configs/toys/apple_retrieval.yaml
+SPEC   ?= tune_configs/robotic_sequence/quickstart.yaml
 
 .PHONY: setup run test test-fast ui bench
 
