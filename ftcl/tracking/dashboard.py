@@ -52,6 +52,9 @@ class Panel(BaseModel):
     title: str | None = Field(default=None, description="figure title; defaults to the metric key")
     ylabel: str | None = Field(default=None, description="y-axis label; defaults to the metric key")
     ylim: tuple[float, float] | None = Field(default=None, description="[low, high] y-axis limits")
+    yscale: Literal["linear", "symlog"] = Field(
+        default="linear", description="symlog: linear within ±10, logarithmic beyond (values spanning decades)"
+    )
 
     @field_validator("ylim")
     @classmethod

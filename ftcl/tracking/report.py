@@ -291,6 +291,7 @@ def _draw_panel(
     title: str,
     ylabel: str,
     ylim: tuple[float, float] | None,
+    yscale: str,
     layout: DashboardLayout,
     facets: list[str],
     groups: list[str],
@@ -350,6 +351,8 @@ def _draw_panel(
         ax.set_xlabel(layout.xlabel)
         if index % columns == 0:
             ax.set_ylabel(ylabel)
+        if yscale == "symlog":
+            ax.set_yscale("symlog", linthresh=10.0)  # linear in [-10, 10], logarithmic beyond
         if ylim is not None:
             ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
@@ -723,9 +726,10 @@ def build_report(
     def expand(pattern: str, where: str) -> list[str]:
         keys = expand_metric(pattern, available)
         if not keys:
-            kind = "no metric matches" if is_glob(pattern) else "metric"
-            what = f"{kind} {pattern!r}" + ("" if is_glob(pattern) else " is")
-            warnings.append(f"{what} not logged by any selected run; {where} skipped")
+            if is_glob(pattern):
+                warnings.append(f"no metric logged by the selected runs matches {pattern!r}; {where} skipped")
+            else:
+                warnings.append(f"metric {pattern!r} is not logged by any selected run; {where} skipped")
         return keys
 
     facets = sorted({_attribute(run, dashboard.facet_by) for run in runs} if dashboard.facet_by else {""},
@@ -739,13 +743,13 @@ def build_report(
     colors = {name: palette[index % len(palette)] for index, name in enumerate(groups)}
     histories = _Histories(client)
 
-    panel_jobs: list[tuple[str, str, str, tuple[float, float] | None]] = []
+    panel_jobs: list[tuple[str, str, str, tuple[float, float] | None, str]] = []
     for panel in dashboard.panels:
         for key in expand(panel.metric, "panel"):
             title = panel.title or key
             if panel.is_glob and panel.title:
                 title = f"{panel.title} — {key}"
-            panel_jobs.append((key, title, panel.ylabel or key, panel.ylim))
+            panel_jobs.append((key, title, panel.ylabel or key, panel.ylim, panel.yscale))
     table_metrics: list[str] = []
     for entry in dashboard.table_metrics:
         pattern, _, at = entry.partition("@")
@@ -771,13 +775,13 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: list[PanelFigure] = []
     used_slugs: set[str] = set()
-    for key, title, ylabel, ylim in panel_jobs:
+    for key, title, ylabel, ylim, yscale in panel_jobs:
         slug = metric_slug(key)
         while slug in used_slugs:
             slug += "_"
         used_slugs.add(slug)
         path = out_dir / f"{slug}.png"
-        drawn = _draw_panel(metric=key, title=title, ylabel=ylabel, ylim=ylim, layout=dashboard,
+        drawn = _draw_panel(metric=key, title=title, ylabel=ylabel, ylim=ylim, yscale=yscale, layout=dashboard,
                             facets=facets, groups=groups, cells=cells, histories=histories,
                             colors=colors, path=path, warnings=warnings)
         figures.append(PanelFigure(metric=key, path=path, facets=[_label(f) for f in facets], groups=drawn))

@@ -183,7 +183,7 @@ def test_selection_without_baseline_builds_with_a_note(store: str, tmp_path: Pat
     assert table.empty and list(table.columns[:2]) == ["method", f"{PUSH_WALL}:mean"]
     # panels whose metric no selected run logged (Fig. 8 among them) are skipped with a warning
     assert [figure.metric for figure in files.figures] == [PUSH_WALL]
-    assert f"metric {LOG_LIKELIHOOD!r} is not logged by any selected run; panel skipped" in files.warnings
+    assert "no metric logged by the selected runs matches 'analysis/log_likelihood/stage_*'; panel skipped" in files.warnings
 
 
 def test_one_baseline_per_variant(store: str, tmp_path: Path) -> None:
@@ -211,3 +211,14 @@ def test_other_stages_get_no_forward_transfer(store: str, tmp_path: Path) -> Non
     assert files.run_count == 1
     assert files.forward_transfer_notes[0].startswith("forward transfer compares finetune runs")
     assert pd.read_csv(files.forward_transfer_csv).empty
+
+
+def test_panel_yscale_is_linear_or_symlog():
+    from pydantic import ValidationError
+
+    from ftcl.tracking.dashboard import Panel
+
+    assert Panel(metric="a").yscale == "linear"
+    assert Panel(metric="a", yscale="symlog").yscale == "symlog"
+    with pytest.raises(ValidationError, match="symlog"):
+        Panel(metric="a", yscale="log")
