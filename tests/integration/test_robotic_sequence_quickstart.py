@@ -69,7 +69,7 @@ def test_quickstart_runs_end_to_end_at_a_tiny_budget(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     client = mlflow_client(home)
     experiment = client.get_experiment_by_name("robotic_sequence_quickstart")
-    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("stage") == "finetune"]
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("ftcl.stage") == "finetune"]
     assert sorted(r.data.tags["method"] for r in runs) == ["bc", "finetune"]
     provenance = json.loads((ARTIFACT / "provenance.json").read_text())
     for run in runs:
