@@ -18,6 +18,19 @@ fi
 env_vars="{\"FTCL_HOME\": \"${FTCL_HOME:-/tmp/ftcl}\""
 if [ -n "${MLFLOW_TRACKING_URI:-}" ]; then env_vars="$env_vars, \"MLFLOW_TRACKING_URI\": \"$MLFLOW_TRACKING_URI\""; fi
 env_vars="$env_vars}"
-exec ray job submit --address "$address" --working-dir . \
-  --runtime-env-json "{\"excludes\": [\".venv\", \".ftcl\", \".git\", \"results\"], \"env_vars\": $env_vars}" \
-  -- python -m ftcl.cli run "$spec" --address auto "$@"
+# A freshly started head can answer before its job agent is up ("No available agent"): then the
+# job was never created, so wait and submit again (10 tries; each waits ≈ 10 s for the agent, so
+# ≈ 2 min in all). Any other failure is final.
+output=$(mktemp); trap 'rm -f "$output"' EXIT
+for attempt in $(seq 1 10); do
+  status=0
+  ray job submit --address "$address" --working-dir . \
+    --runtime-env-json "{\"excludes\": [\".venv\", \".ftcl\", \".git\", \"results\"], \"env_vars\": $env_vars}" \
+    -- python -m ftcl.cli run "$spec" --address auto "$@" 2>&1 | tee "$output" || status=$?
+  if [ "$status" -eq 0 ] || ! grep -q "No available agent" "$output"; then
+    exit "$status"
+  fi
+  echo "submit.sh: the cluster's job agent is not up yet (attempt $attempt/10); retrying in 3 s" >&2
+  sleep 3
+done
+exit 1

@@ -25,9 +25,14 @@ def ray_head(tmp_path):
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"}
     gcs_port, dashboard_port = free_port(), free_port()
+    # Every fixed default port gets a free one, so another Ray on this machine (e.g. a user's
+    # `ftcl run`) cannot take the head's job agent port ("No available agent to submit job").
+    agent_ports = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
+    )]
     head = subprocess.Popen(
         [f"{venv_bin}/ray", "start", "--head", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
-         "--num-cpus=2", "--include-dashboard=true", "--block"],
+         *agent_ports, "--num-cpus=2", "--include-dashboard=true", "--block"],
         env=env, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dashboard_port}"
