@@ -224,13 +224,22 @@ def cmd_ui(args) -> int:
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     command = [sys.executable, "-m", "mlflow", "ui", "--workers", "1", "--host", "127.0.0.1",
                "--port", str(args.port), "--backend-store-uri", uri, "--default-artifact-root", artifact_root()]
-    process = subprocess.Popen(command, env=env)
+    # Its own process group: on Ctrl-C the server and its workers are stopped together, first
+    # gently, then (if a loaded machine keeps them busy) by SIGTERM and SIGKILL.
+    process = subprocess.Popen(command, env=env, start_new_session=True)
     print(f"MLflow UI: http://127.0.0.1:{args.port}  (store {uri}; Ctrl-C to stop)", flush=True)
     try:
         return process.wait()
     except KeyboardInterrupt:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=20)
+        for stop_signal, grace_seconds in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(process.pid, stop_signal)
+                process.wait(timeout=grace_seconds)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
         return 0
 
 
