@@ -224,8 +224,15 @@ def cmd_ui(args) -> int:
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     command = [sys.executable, "-m", "mlflow", "ui", "--workers", "1", "--host", "127.0.0.1",
                "--port", str(args.port), "--backend-store-uri", uri, "--default-artifact-root", artifact_root()]
-    # Its own process group: on Ctrl-C the server and its workers are stopped together, first
-    # gently, then (if a loaded machine keeps them busy) by SIGTERM and SIGKILL.
+    # Its own process group: on Ctrl-C (or `kill`) the server and its workers are stopped together,
+    # first gently, then (if a loaded machine keeps them busy) by SIGTERM and SIGKILL. The handlers
+    # are set explicitly: a shell's background job inherits SIGINT ignored, and Python then never
+    # raises KeyboardInterrupt.
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     process = subprocess.Popen(command, env=env, start_new_session=True)
     print(f"MLflow UI: http://127.0.0.1:{args.port}  (store {uri}; Ctrl-C to stop)", flush=True)
     try:
