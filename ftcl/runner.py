@@ -133,8 +133,13 @@ def pretrained_paths(spec: ExperimentSpec, experiment_dir: Path, plan: TrialPlan
     method = spec.method(plan.method) if plan.stage == "finetune" else None
     if method is None or method.name == "scratch":
         return None, None
+    return pi_star_paths(spec, experiment_dir, plan.variant_index)
+
+
+def pi_star_paths(spec: ExperimentSpec, experiment_dir: Path, variant_index: int) -> tuple[Path | None, Path | None]:
+    """(module, data) of the spec's π* for a grid variant: pre-trained in the experiment or given."""
     if spec.pretrained.train is not None:
-        root = pretrained_dir(experiment_dir, plan.variant_index)
+        root = pretrained_dir(experiment_dir, variant_index)
         return root / "module", root / "data.npz"
     return spec.pretrained.module, spec.pretrained.data
 
@@ -267,6 +272,7 @@ def _trainable_class():
             self.env_steps = 0
             self.next_evaluation = 0
             self.last_time = time.time()
+            self.expert_rows: dict[str, tuple[Any, Any]] | None = None  # π*'s rows per suite (Fig. 8), loaded once
 
         # ---- evaluation ----
         def _evaluate(self) -> dict[str, float]:
@@ -302,10 +308,10 @@ def _trainable_class():
         def _expert_rows(self, options: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
             """Suite -> (s*, a*): π*'s stored rows of each of `log_likelihood_suites`, loaded once.
 
-            The data file is the one the trial's method starts from (`pretrained_paths`); a scratch
-            trial, which starts from none, reads the same π* data (its curve is the baseline).
+            Every fine-tuning trial reads the spec's π* data (`pi_star_paths`), scratch included: a
+            scratch trial starts from no π*, and its curve is the baseline.
             """
-            if getattr(self, "expert_rows", None) is None:
+            if self.expert_rows is None:
                 from ftcl.evaluation.likelihood import suite_rows
                 from ftcl.pretrain.data import load_retention_data
 
@@ -313,12 +319,7 @@ def _trainable_class():
                 if not names:
                     self.expert_rows = {}
                     return self.expert_rows
-                _, data_path = pretrained_paths(self.spec, self.experiment_dir, self.plan)
-                if data_path is None:
-                    if self.spec.pretrained.train is not None:
-                        data_path = pretrained_dir(self.experiment_dir, self.plan.variant_index) / "data.npz"
-                    else:
-                        data_path = self.spec.pretrained.data
+                _, data_path = pi_star_paths(self.spec, self.experiment_dir, self.plan.variant_index)
                 data = load_retention_data(data_path)
                 self.expert_rows = suite_rows(data, self.trial.env.name, options, names)
                 empty = [suite for suite, (observations, _) in self.expert_rows.items() if len(observations) == 0]

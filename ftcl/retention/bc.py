@@ -69,18 +69,15 @@ class BCTerm(RetentionTerm):
         device = module_device(student.module)
         observations = as_float_tensor(np.asarray(data["obs"])[indices], device)
         if self.teacher_labels == "dataset":
-            self.buffer_observations = observations
-            self.buffer_teacher_inputs = as_float_tensor(np.asarray(data["action_dist_inputs"])[indices], device)
-            self._student = student
-            self.distribution_kind = student.distribution_kind
-            return
-        with torch.no_grad():  # π*(s): the student still holds θ* here
-            labels = [
-                student.distribution_inputs(observations[i : i + self.labelling_chunk_size]).detach()
-                for i in range(0, len(observations), self.labelling_chunk_size)
-            ]
+            teacher_inputs = as_float_tensor(np.asarray(data["action_dist_inputs"])[indices], device)
+        else:
+            with torch.no_grad():  # π*(s): the student still holds θ* here
+                teacher_inputs = torch.cat([
+                    student.distribution_inputs(observations[i : i + self.labelling_chunk_size]).detach()
+                    for i in range(0, len(observations), self.labelling_chunk_size)
+                ])
         self.buffer_observations = observations
-        self.buffer_teacher_inputs = torch.cat(labels)
+        self.buffer_teacher_inputs = teacher_inputs
         self._student = student
         self.distribution_kind = student.distribution_kind
 
