@@ -15,13 +15,8 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from ftcl.tracking.dashboard import DASHBOARDS_DIR, available_layouts, expand_metric, load_layout
-from ftcl.tracking.report import (
-    ReportError,
-    _common_grid,
-    _Curve,
-    build_report,
-    mean_confidence_interval,
-)
+from ftcl.tracking.report import ReportError, build_report
+from ftcl.tracking.report.stats import Curve, common_grid, mean_confidence_interval
 
 EXPERIMENT = "apple_retrieval"
 OLD_GROUP = "apple_retrieval_20260101-000000"
@@ -331,18 +326,18 @@ def test_shipped_layouts_validate() -> None:
     assert load_layout("apple_retrieval").facet_by == "ftcl.variant"
 
 
-def test_glob_expansion_and_common_grid() -> None:
+def test_glob_expansion_andcommon_grid() -> None:
     keys = {"learners/default_policy/retention_bc_loss", "learners/default_policy/policy_loss", "theta"}
     assert expand_metric("learners/default_policy/retention_*", keys) == ["learners/default_policy/retention_bc_loss"]
     assert expand_metric("theta", keys) == ["theta"]
     assert expand_metric("missing", keys) == []
 
-    short = _Curve(np.array([0.0, 500.0, 800.0]), np.array([1.0, 0.5, 0.2]))
-    long = _Curve(np.array([100.0, 1000.0]), np.array([1.0, 0.0]))
-    grid = _common_grid([short, long])
+    short = Curve(np.array([0.0, 500.0, 800.0]), np.array([1.0, 0.5, 0.2]))
+    long = Curve(np.array([100.0, 1000.0]), np.array([1.0, 0.0]))
+    grid = common_grid([short, long])
     assert grid[0] == 100.0 and grid[-1] == 800.0  # only where both runs have data
     assert list(grid) == [100.0, 500.0, 800.0]
-    assert len(_common_grid([short, _Curve(np.array([900.0, 1000.0]), np.array([0.0, 0.0]))])) == 0
+    assert len(common_grid([short, Curve(np.array([900.0, 1000.0]), np.array([0.0, 0.0]))])) == 0
 
 
 def test_confidence_interval_matches_student_t() -> None:

@@ -1,0 +1,245 @@
+"""The MLflow side of a report: which store and runs to read, their attributes and metric
+histories, and the `report` run that holds the result.
+
+What is read: the runs of one MLflow experiment (one per Tune trial) with `ftcl.stage == stage`,
+by default only those of the latest `ftcl.group` (one `ftcl run` invocation). Runs tagged
+`ftcl.kind=report` are never read.
+"""
+from __future__ import annotations
+
+import math
+import re
+from functools import partial
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+from mlflow.entities import Run, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from ftcl.tracking.dashboard import DashboardLayout
+from ftcl.tracking.report.stats import NO_VALUE, Curve, Grouping
+
+REPORT_KIND_TAG = "ftcl.kind"
+REPORT_KIND = "report"
+GROUP_TAG = "ftcl.group"
+STAGE_TAG = "ftcl.stage"
+ALL_GROUPS = "all"
+
+
+class ReportError(ValueError):
+    """The report cannot be built: unknown experiment, layout, group or stage, or no runs."""
+
+
+def resolve_tracking_uri(tracking_uri: str | None) -> str:
+    """The tracking URI to read: the argument, else `MLFLOW_TRACKING_URI`, else ftcl's store
+    (`sqlite:///<ftcl home>/mlflow.db`, see `ftcl.tracking.store`)."""
+    from ftcl.tracking.store import tracking_uri as default_tracking_uri
+
+    return default_tracking_uri(tracking_uri)
+
+
+def check_store_exists(tracking_uri: str) -> None:
+    """Refuse to read a SQLite store that does not exist (MLflow would silently create it)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return
+    database = unquote(tracking_uri[len(prefix):].split("?", 1)[0])
+    if database in ("", ":memory:"):
+        return
+    if not Path(database).exists():
+        raise ReportError(f"no MLflow store at {tracking_uri!r} (run `ftcl run` first or pass a tracking URI)")
+
+
+def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
+    runs: list[Run] = []
+    page_token: str | None = None
+    while True:
+        page = client.search_runs(
+            experiment_ids=[experiment_id],
+            filter_string=filter_string,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            page_token=page_token,
+        )
+        runs.extend(page)
+        page_token = page.token
+        if not page_token:
+            return runs
+
+
+def _quote(value: str) -> str:
+    """A string literal for an MLflow filter."""
+    if "'" in value:
+        raise ReportError(f"value {value!r} contains a quote, which MLflow filters cannot express")
+    return f"'{value}'"
+
+
+def _is_report(run: Run) -> bool:
+    return run.data.tags.get(REPORT_KIND_TAG) == REPORT_KIND
+
+
+def _start_order(run: Run) -> tuple[int, str]:
+    return run.info.start_time or 0, run.info.run_id
+
+
+def select_runs(
+    client: MlflowClient, experiment: str, stage: str, group: str | None
+) -> tuple[str, list[Run], str]:
+    """(experiment id, runs to report on in start order, group label) — or a `ReportError` saying
+    why there are none. `group`: `None` the latest group, `all` every group, else that group."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None or found.lifecycle_stage != "active":
+        names = sorted(e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
+        raise ReportError(
+            f"MLflow experiment {experiment!r} does not exist; experiments: {', '.join(names) or '(none)'}"
+        )
+    experiment_id = found.experiment_id
+    staged = [
+        run
+        for run in _search_all(client, experiment_id, f"tags.`{STAGE_TAG}` = {_quote(stage)}")
+        if not _is_report(run)
+    ]
+    if not staged:
+        everything = [run for run in _search_all(client, experiment_id, "") if not _is_report(run)]
+        if not everything:
+            raise ReportError(f"MLflow experiment {experiment!r} has no runs")
+        stages = sorted({run.data.tags.get(STAGE_TAG, NO_VALUE) for run in everything})
+        raise ReportError(
+            f"experiment {experiment!r} has no runs with {STAGE_TAG}={stage!r}; stages present: {', '.join(stages)}"
+        )
+    if group == ALL_GROUPS:
+        return experiment_id, sorted(staged, key=_start_order), ALL_GROUPS
+    groups = {run.data.tags.get(GROUP_TAG, "") for run in staged}
+    if group is None:
+        group = max(staged, key=_start_order).data.tags.get(GROUP_TAG, "")
+    elif group not in groups:
+        raise ReportError(
+            f"experiment {experiment!r} has no {stage} runs in group {group!r}; groups: "
+            f"{', '.join(sorted(groups))} (or 'all')"
+        )
+    selected = [run for run in staged if run.data.tags.get(GROUP_TAG, "") == group]
+    return experiment_id, sorted(selected, key=_start_order), group
+
+
+def attribute(run: Run, name: str) -> str:
+    """A run's value of a tag (`method`, `tags.method`) or param (`params.lr`); '' when absent."""
+    if name.startswith("params."):
+        return run.data.params.get(name[len("params."):], "")
+    if name.startswith("tags."):
+        name = name[len("tags."):]
+    return run.data.tags.get(name, "")
+
+
+def logged_metrics(runs: list[Run]) -> set[str]:
+    """Every metric key any of the runs logged."""
+    keys: set[str] = set()
+    for run in runs:
+        keys.update(run.data.metrics)
+    return keys
+
+
+class MetricHistories:
+    """Metric histories fetched once per (run, key), sorted by step, one value per step (the
+    latest logged), non-finite values dropped."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+        self._cache: dict[tuple[str, str], Curve | None] = {}
+
+    def get(self, run_id: str, key: str) -> Curve | None:
+        """The run's curve of `key`, or None when it logged no finite value of it."""
+        if (run_id, key) not in self._cache:
+            by_step: dict[int, tuple[int, float]] = {}
+            for point in self._client.get_metric_history(run_id, key):
+                if point.value is None or not math.isfinite(point.value):
+                    continue
+                previous = by_step.get(point.step)
+                if previous is None or point.timestamp >= previous[0]:
+                    by_step[point.step] = (point.timestamp, float(point.value))
+            curve = None
+            if by_step:
+                steps = np.array(sorted(by_step), dtype=float)
+                values = np.array([by_step[int(step)][1] for step in steps], dtype=float)
+                curve = Curve(steps, values)
+            self._cache[(run_id, key)] = curve
+        return self._cache[(run_id, key)]
+
+    def curves(self, runs: list[Run], key: str) -> list[Curve]:
+        """The curves of `key` of those runs that logged it, in the runs' order."""
+        return [curve for run in runs if (curve := self.get(run.info.run_id, key)) is not None]
+
+
+def _natural_key(text: str) -> list[object]:
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text)]
+
+
+def group_runs(runs: list[Run], layout: DashboardLayout, histories: MetricHistories) -> Grouping:
+    """The runs arranged by the layout's facet and group attributes (values in natural order),
+    each cell reading its curves from `histories`."""
+    def facet_of(run: Run) -> str:
+        return attribute(run, layout.facet_by) if layout.facet_by else ""
+
+    facets = sorted({facet_of(run) for run in runs} if layout.facet_by else {""}, key=_natural_key)
+    groups = sorted({attribute(run, layout.group_by) for run in runs}, key=_natural_key)
+    cells: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        cells.setdefault((facet_of(run), attribute(run, layout.group_by)), []).append(run)
+    return Grouping(
+        facet_by=layout.facet_by,
+        group_by=layout.group_by,
+        facets=facets,
+        groups=groups,
+        cells={cell: partial(histories.curves, cell_runs) for cell, cell_runs in cells.items()},
+    )
+
+
+def runs_overview(runs: list[Run], layout: DashboardLayout) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the list of runs reported on (name, group, seed, facet, status, id)."""
+    header = ["run", layout.group_by, "seed", layout.facet_by or "facet", GROUP_TAG, "status", "run id"]
+    rows = [
+        [
+            run.data.tags.get("mlflow.runName", ""),
+            attribute(run, layout.group_by),
+            run.data.tags.get("seed", ""),
+            attribute(run, layout.facet_by) if layout.facet_by else "",
+            run.data.tags.get(GROUP_TAG, ""),
+            run.info.status,
+            run.info.run_id,
+        ]
+        for run in runs
+    ]
+    return header, rows
+
+
+def log_report_run(
+    client: MlflowClient,
+    experiment_id: str,
+    out_dir: Path,
+    layout: DashboardLayout,
+    group: str,
+    stage: str,
+    run_count: int,
+) -> str:
+    """Create the `report` run (tagged `ftcl.kind=report`) holding `out_dir` as artifacts; its id."""
+    run = client.create_run(
+        experiment_id,
+        run_name="report",
+        tags={
+            REPORT_KIND_TAG: REPORT_KIND,
+            "ftcl.report.layout": layout.name,
+            "ftcl.report.group": group,
+            "ftcl.report.stage": stage,
+            "ftcl.report.run_count": str(run_count),
+        },
+    )
+    run_id = run.info.run_id
+    try:
+        client.log_artifacts(run_id, str(out_dir))
+    except (MlflowException, OSError) as error:
+        client.set_terminated(run_id, status="FAILED")
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ReportError(f"report written to {out_dir} but logging it to MLflow failed: {first}") from None
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
