@@ -11,15 +11,22 @@ where π_E(·|s) is the expert's action a_E(s) as a narrow pre-squash Gaussian:
 μ_E = atanh(clip(a_E, ±(1 − ε))), log σ_E = `label_log_std`. The executed actions carry Gaussian
 noise (`action_noise`) so that D covers states slightly off the expert's path.
 The result is still a SAC policy with its own trained critics, exported exactly like any π*.
+
+This module holds the expert's labels and rollouts, the pre-training stage's retention method
+(`pretraining_method`), and the once-per-experiment collection of a trial's demonstrations
+(`ensure_demonstrations`).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from ftcl.pretrain.data import collect_transitions
+from ftcl.plan import TrialPlan, demonstrations_path
+from ftcl.pretrain.data import collect_transitions, save_retention_data
+from ftcl.spec import ExperimentSpec
 
 SQUASH_EPSILON = 1e-2
 """Expert actions at ±1 map to atanh(±0.99) ≈ ±2.65 before the tanh squashing."""
@@ -50,3 +57,37 @@ def collect_demonstrations(
 
     return collect_transitions(act, env, num_transitions, seed)
 
+
+def pretraining_method(spec: ExperimentSpec) -> dict[str, Any]:
+    """The retention method of the pre-training stage: none (`scratch`), or BC toward demonstrations."""
+    demonstrations = spec.pretrained.train.demonstrations
+    if demonstrations is None:
+        return {"name": "scratch"}
+    return {
+        "name": "bc",
+        "label": "sac_with_demonstrations",
+        "coeff": demonstrations.bc_coeff,
+        "buffer_size": demonstrations.transitions,
+        "batch_size": demonstrations.batch_size,
+        "teacher_labels": "dataset",
+    }
+
+
+def ensure_demonstrations(trial: ExperimentSpec, experiment_dir: Path, plan: TrialPlan) -> Path:
+    """Collect the scripted-expert demonstrations of a pre-training trial once (kept for resumes)."""
+    from ftcl.envs.registry import ENVS
+
+    path = demonstrations_path(experiment_dir, plan.variant_index)
+    if path.is_file():
+        return path
+    settings = trial.pretrained.train.demonstrations
+    entry = ENVS[trial.env.name]
+    env = entry.make(trial.env.options)
+    try:
+        data = collect_demonstrations(
+            entry.scripted_expert(trial.env.options), env, settings.transitions, seed=plan.seed,
+            action_noise=settings.action_noise, label_log_std=settings.label_log_std,
+        )
+    finally:
+        env.close()
+    return save_retention_data(path, data)

@@ -1,0 +1,98 @@
+"""Exporting a pre-trained π*.
+
+`export_pretrained` writes what the pre-training trial of a grid variant leaves in the experiment
+folder, `pretrained/v<k>/`:
+- `module/` — π*'s RLModule checkpoint;
+- `data.npz` — transitions collected by π* (the retention data of the fine-tuning methods);
+- `provenance.json` — command, spec, env, budget, seed, π*'s success per evaluation suite, the
+  demonstrations that guided it, git SHA, package versions and the SHA-256 of both files.
+`export_pretrained_artifacts` copies those folders to the place `ftcl pretrain --out` names.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ftcl.plan import TrialPlan, demonstrations_path, pretrained_dir
+from ftcl.spec import ExperimentSpec
+from ftcl.tracking import store
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+EVALUATION_EPISODES = 20
+"""Episodes per success estimate in provenance.json."""
+
+
+def export_pretrained(algo: Algorithm, spec: ExperimentSpec, trial: ExperimentSpec, plan: TrialPlan,
+                      experiment_dir: Path, env_steps: int, command: str) -> Path:
+    """Write π* (RLModule checkpoint), its retention data and a provenance file for one variant."""
+    from ftcl.envs.registry import ENVS
+    from ftcl.evaluation.suites import evaluate_policy
+    from ftcl.pretrain.data import collect_policy_data, save_retention_data
+    from ftcl.pretrain.demonstrations import pretraining_method
+
+    out = pretrained_dir(experiment_dir, plan.variant_index)
+    out.mkdir(parents=True, exist_ok=True)
+    module = algo.get_module()
+    module.save_to_path(str(out / "module"))
+    entry = ENVS[trial.env.name]
+    options = entry.validate_options(trial.env.options)
+    env = entry.make(options)
+    try:
+        data = collect_policy_data(module, env, trial.pretrained.train.data_transitions, seed=plan.seed)
+    finally:
+        env.close()
+    save_retention_data(out / "data.npz", data)
+    success = evaluate_policy(module, lambda: entry.make(options), episodes=EVALUATION_EPISODES,
+                              seed=20_000 + plan.seed)
+    suites = entry.suites_for(options)
+    success_per_suite = {
+        suite: evaluate_policy(module, lambda: entry.make({**options, **suites[suite]}),
+                               episodes=EVALUATION_EPISODES, seed=20_000 + plan.seed)
+        for suite in trial.evaluation.suites
+    }
+    demonstrations = trial.pretrained.train.demonstrations
+    if demonstrations is not None:
+        demonstrations_file = demonstrations_path(experiment_dir, plan.variant_index)
+        guidance = {**demonstrations.model_dump(), "method": pretraining_method(trial),
+                    "sha256": store.sha256_of(demonstrations_file)}
+    else:
+        guidance = None
+    provenance = {
+        "command": command,
+        "spec": spec.name,
+        "variant": plan.variant,
+        "env": trial.env.name,
+        "env_options": options,
+        "algorithm": trial.algorithm.name,
+        "env_steps": env_steps,
+        "seed": plan.seed,
+        "success_on_pretraining_task": success,
+        "success_per_evaluation_suite": success_per_suite,
+        "evaluation_episodes": EVALUATION_EPISODES,
+        "demonstrations": guidance,
+        "git_sha": store.git_sha(),
+        "versions": store.package_versions(),
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "sha256": {"module": store.sha256_of(out / "module"), "data.npz": store.sha256_of(out / "data.npz")},
+    }
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
+    return out
+
+
+def export_pretrained_artifacts(experiment_dir: Path, spec: ExperimentSpec, out: Path) -> list[Path]:
+    """Copy each variant's π* folder (module, data.npz, provenance.json) to `out` (or `out/v<k>`)."""
+    variants = spec.variants()
+    written = []
+    for index in range(len(variants)):
+        source = pretrained_dir(experiment_dir, index)
+        target = out if len(variants) == 1 else out / f"v{index}"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source, target)
+        written.append(target)
+    return written
