@@ -53,23 +53,6 @@ def register_envs() -> None:
         register_env(env_id(name), entry.creator())
 
 
-def model_module_class(name: str) -> type[RLModule]:
-    """The RLModule class of `algorithm.model` (any name but `default`)."""
-    if name == "linear_policy":
-        from ftcl.models.linear_policy import LinearPolicyModule
-
-        return LinearPolicyModule
-    if name == "multihead_sac":
-        from ftcl.models.multihead_sac import MultiHeadSACModule
-
-        return MultiHeadSACModule
-    if name == "mlp_sac":
-        from ftcl.models.mlp_sac import MLPSACTorchRLModule
-
-        return MLPSACTorchRLModule
-    raise SpecError(f"algorithm.model: unknown model {name!r}; allowed: default, linear_policy, multihead_sac, mlp_sac")
-
-
 def build_algorithm_config(
     spec: ExperimentSpec, plan: TrialPlan, module_path: Path | None, data_path: Path | None
 ) -> AlgorithmConfig:
@@ -77,12 +60,9 @@ def build_algorithm_config(
     from ftcl.pretrain.demonstrations import pretraining_method
 
     config = _algorithm_config(spec, plan)
-    if plan.stage == "finetune":
-        method_dump = spec.method(plan.method).model_dump()
-    else:
-        method_dump = pretraining_method(spec)
+    method = spec.method(plan.method) if plan.stage == "finetune" else pretraining_method(spec)
     return config.retention(
-        method=method_dump,
+        method=method,
         pretrained_module_path=str(module_path) if module_path else None,
         retention_data_path=str(data_path) if data_path else None,
     )
@@ -99,10 +79,11 @@ def _algorithm_config(spec: ExperimentSpec, plan: TrialPlan) -> AlgorithmConfig:
     """The trial's RLlib config without the retention settings."""
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from ftcl.algorithms import ALGORITHM_CONFIGS
+    from ftcl.algorithms import algorithm_config_class
+    from ftcl.models import model_class
 
     algorithm = spec.algorithm
-    config = ALGORITHM_CONFIGS[algorithm.name]()
+    config = algorithm_config_class(algorithm.name)()
     config = (
         config.environment(env_id(spec.env.name), env_config=dict(spec.env.options))
         .env_runners(
@@ -121,15 +102,13 @@ def _algorithm_config(spec: ExperimentSpec, plan: TrialPlan) -> AlgorithmConfig:
         config = config.training(**algorithm.options)
     except TypeError as error:
         raise SpecError(f"algorithm.options: {error}") from None
-    if algorithm.flat_replay:
-        config = config.throughput(flat_replay=True)
     if algorithm.model == "default":
         if algorithm.model_config_options:
             config = config.rl_module(model_config=dict(algorithm.model_config_options))
     else:
         config = config.rl_module(
             rl_module_spec=RLModuleSpec(
-                module_class=model_module_class(algorithm.model), model_config=dict(algorithm.model_config_options)
+                module_class=model_class(algorithm.model), model_config=dict(algorithm.model_config_options)
             )
         )
     return config

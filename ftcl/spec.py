@@ -30,17 +30,19 @@ from pydantic import (
     model_validator,
 )
 
+from ftcl.algorithms import ALGORITHMS as RLLIB_ALGORITHM_TABLE
 from ftcl.envs.registry import ENVS
-from ftcl.retention.config import METHOD_NAMES, OFF_POLICY_ONLY, MethodSpec, needs_pretrained
+from ftcl.models import MODELS
+from ftcl.retention.registry import METHOD_NAMES, MethodSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPEC_DIR = REPO_ROOT / "tune_configs"
 PRESET_DIR = SPEC_DIR / "presets"
 
-RLLIB_ALGORITHMS = ("ppo", "appo", "sac")
+RLLIB_ALGORITHMS = tuple(RLLIB_ALGORITHM_TABLE)
 ANALYTIC_ALGORITHMS = ("two_state_mdp",)
 ALGORITHMS = RLLIB_ALGORITHMS + ANALYTIC_ALGORITHMS
-OFF_POLICY = ("sac",)
+OFF_POLICY = tuple(name for name, entry in RLLIB_ALGORITHM_TABLE.items() if entry.off_policy)
 
 
 class SpecError(ValueError):
@@ -68,17 +70,20 @@ class ActorOptimizerSpec(_Strict):
     lr: PositiveFloat
 
 
+REMOVED_ALGORITHM_FIELDS = {
+    "flat_replay": "flat-transition replay is now RetentionSAC's only replay path; delete the key",
+}
+"""Fields that older specs set, with what replaces them."""
+
+
 class AlgorithmSpec(_Strict):
-    name: Literal["ppo", "appo", "sac", "two_state_mdp"]
+    name: str
+    """An RLlib algorithm of `ftcl.algorithms.ALGORITHMS`, or an analytic toy."""
     options: dict[str, Any] = {}
     """RLlib `AlgorithmConfig.training(**options)` keywords, or the analytic toy's options."""
-    model: Literal["default", "linear_policy", "multihead_sac", "mlp_sac"] = "default"
-    """default: RLlib's module; linear_policy: σ(w·o+b) actor (toys); multihead_sac: the paper's
-    RoboticSequence SAC with one head per stage; mlp_sac: the paper's SAC MLPs, single head."""
+    model: str = "default"
+    """An RLModule of `ftcl.models.MODELS` (`ftcl list`); default: the algorithm's own."""
     model_config_options: dict[str, Any] = Field(default={}, alias="model_options")
-    flat_replay: bool = False
-    """SAC only: flat-transition replay with the training step's gradient steps in one learner call
-    (`ftcl.algorithms.fast_replay`; same updates as RLlib's path, ~2.5× faster; needs n_step 1)."""
     actor_optimizer: ActorOptimizerSpec | None = None
     """PPO only: a separate optimizer for the actor (e.g. plain SGD as in the paper's toys)."""
     num_env_runners: NonNegativeInt = 0
@@ -86,6 +91,29 @@ class AlgorithmSpec(_Strict):
     rollout_fragment_length: PositiveInt | Literal["auto"] = "auto"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_removed_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, replacement in REMOVED_ALGORITHM_FIELDS.items():
+                if key in data:
+                    raise ValueError(f"{key} was removed: {replacement}")
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _known_algorithm(cls, name: str) -> str:
+        if name not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {name!r}; allowed: {', '.join(ALGORITHMS)}")
+        return name
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
+        return name
 
 
 class DemonstrationsSpec(_Strict):
@@ -205,18 +233,16 @@ class ExperimentSpec(_Strict):
             )
         has_pretrained = self.pretrained.module is not None or self.pretrained.train is not None
         for method in self.methods:
-            if needs_pretrained(method) and not has_pretrained and not analytic:
+            if method.starts_from_pretrained and not has_pretrained and not analytic:
                 raise ValueError(
                     f"methods: {method.name!r} starts from π* but the spec has no `pretrained.module` "
                     "or `pretrained.train`"
                 )
-            if method.name in OFF_POLICY_ONLY and self.algorithm.name not in OFF_POLICY:
+            if method.off_policy_only and self.algorithm.name not in OFF_POLICY:
                 raise ValueError(
                     f"methods: {method.name!r} needs an off-policy algorithm ({', '.join(OFF_POLICY)}), "
                     f"not {self.algorithm.name!r}"
                 )
-        if self.algorithm.flat_replay and self.algorithm.name != "sac":
-            raise ValueError("algorithm.flat_replay: only supported for sac")
         if self.algorithm.actor_optimizer is not None and self.algorithm.name != "ppo":
             raise ValueError("algorithm.actor_optimizer: only supported for ppo")
         for key, values in self.grid.items():

@@ -1,120 +1,47 @@
 """The learner side of retention: one mixin that PPO, APPO and SAC torch learners share.
 
 What it adds to an RLlib `TorchLearner` (it must come first in the bases):
-  * `build()` turns `learner_config_dict["ftcl_retention"]["method"]` into a retention term
-    (ftcl.retention) and a training gate (skip-train, critic warm-up, freeze windows);
+  * the module must implement `RetentionPolicyAPI` (`rl_module_required_apis`): the actor's and
+    critics' parameters and the policy's distribution inputs come from the module, never from
+    guessed attribute paths;
+  * `build()` turns the typed method of `learner_config_dict["ftcl_retention"]` into its term
+    and a training gate (skip-train, critic warm-up, freeze windows);
   * `prepare_retention(data)` — called by the Algorithm *after* the pre-trained weights are
-    loaded into this learner's module — captures θ*, the frozen teacher π*, the Fisher F and
-    the BC buffer; until then a configured term refuses to run;
-  * `compute_loss_for_module` adds the term's actor-side λ·R(θ) to the RL loss (SAC puts it
-    into the policy optimizer's loss via `_add_retention_losses`) and logs
+    loaded into this learner's module — captures θ*, the frozen teacher π* (for methods that
+    declare `needs_teacher`), the Fisher F and the BC buffer; until then a term refuses to run;
+  * `compute_loss_for_module` adds the term's λ·R(θ) to the RL loss (SAC puts the actor side into
+    the policy optimizer's loss, each critic's part into that critic's loss) and logs
     `retention_<term>_loss|penalty|coeff`;
   * `compute_gradients` drops the gradients of parameters the gate freezes at the current env
-    step (their `.grad` is set to None, so Adam leaves them and their moments untouched);
-  * `after_gradient_based_update` advances the term's coefficient by the number of optimizer
-    steps that moved the actor in this update (one per minibatch).
+    step (`.grad = None`, so Adam leaves them and their moments untouched);
+  * `after_gradient_based_update` advances the term's coefficient by the optimizer steps that
+    moved the actor in this update (one per minibatch);
+  * `get_state`/`set_state` carry the term's state (λ_t of kickstarting, BC's sampling RNG), so a
+    resumed trial continues the schedule.
 The retention term acts on the default module (single-agent).
 """
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from ray.rllib.core import DEFAULT_MODULE_ID
-from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.models.base import ENCODER_OUT
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.typing import ModuleID, ParamDict, TensorType
 
-from ftcl.retention import KSTerm, PolicyHandle, RetentionTerm, TermInputs, TrainingGate, build_term
-from ftcl.retention.distributions import distribution_kind_for_action_space
-from ftcl.retention.freezing import parameter_in_module
+from ftcl.algorithms.retention_algorithm import RETENTION_CONFIG_KEY, RetentionSettings
+from ftcl.retention.finetune import FinetuneMethod
+from ftcl.retention.freezing import TrainingGate
+from ftcl.retention.method import RetentionMethod
+from ftcl.retention.policy_api import RetentionPolicyAPI
+from ftcl.retention.term import RetentionTerm, TermInputs
 
-EXTRA_ACTOR_OBS = "ftcl_extra_actor_obs"
-"""Train-batch column: states a retention term needs the actor on (BC's buffer minibatch)."""
-EXTRA_ACTOR_DIST_INPUTS = "ftcl_extra_actor_dist_inputs"
-"""forward_train output of modules that ran `EXTRA_ACTOR_OBS` in their actor pass (with gradients)."""
-
-RETENTION_CONFIG_KEY = "ftcl_retention"
-"""Key in `learner_config_dict` under which `.retention(...)` stores its settings."""
-
-ACTOR_MODULE_PATHS = ("pi", "pi_encoder", "actor_encoder", "encoder.actor_encoder")
-CRITIC_MODULE_PATHS = (
-    "vf",
-    "vf_encoder",
-    "critic_encoder",
-    "encoder.critic_encoder",
-    "qf",
-    "qf_encoder",
-    "qf_twin",
-    "qf_twin_encoder",
-)
-SHARED_TRUNK_PATHS = ("encoder",)
-"""A shared encoder (e.g. PPO with vf_share_layers) feeds π, so it counts as actor."""
-
-
-def _is_target_or_copy(parameter_name: str) -> bool:
-    top = parameter_name.split(".")[0]
-    return top.startswith("_") or "target" in top
-
-
-def split_actor_critic_parameters(module: torch.nn.Module) -> tuple[list[str], list[str]]:
-    """(actor names, critic names) by attribute path; target networks and old copies excluded.
-
-    Actor: pi, pi_encoder, actor_encoder, encoder.actor_encoder, or a shared `encoder`;
-    critic: vf*, qf*, critic_encoder. Other parameters (e.g. curiosity heads) are in neither.
-    """
-    actor, critic = [], []
-    for name, _ in module.named_parameters():
-        if _is_target_or_copy(name):
-            continue
-        if any(parameter_in_module(name, path) for path in CRITIC_MODULE_PATHS):
-            critic.append(name)
-        elif any(parameter_in_module(name, path) for path in ACTOR_MODULE_PATHS + SHARED_TRUNK_PATHS):
-            actor.append(name)
-    return actor, critic
-
-
-def actor_distribution_function(module: TorchRLModule) -> Callable[[torch.Tensor], torch.Tensor]:
-    """obs -> the module's action-distribution inputs, with gradients (no `no_grad` wrapper).
-
-    Uses the module's own `_forward_inference` where the class overrides it (SAC's runs only
-    the actor), otherwise the generic `_forward` (PPO/APPO, most custom modules).
-    """
-    overrides_inference = type(module)._forward_inference is not TorchRLModule._forward_inference
-    actor_only = _ppo_actor_only_function(module)
-    if actor_only is not None and not overrides_inference:
-        return actor_only
-    forward = module._forward_inference if overrides_inference else module._forward
-
-    def distribution_inputs(observations: torch.Tensor) -> torch.Tensor:
-        return forward({Columns.OBS: observations})[Columns.ACTION_DIST_INPUTS]
-
-    return distribution_inputs
-
-
-def _ppo_actor_only_function(module: TorchRLModule) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """`pi(actor_encoder(obs))` for RLlib's PPO/APPO modules with separate actor/critic encoders.
-
-    Their `_forward` also runs the critic encoder, whose output the action-distribution inputs
-    do not use; this computes `_forward(...)[ACTION_DIST_INPUTS]` with the same ops minus the
-    critic. None for every other module (shared encoder, stateful, overridden `_forward`).
-    """
-    if not isinstance(module, DefaultPPOTorchRLModule) or type(module)._forward is not DefaultPPOTorchRLModule._forward:
-        return None
-    actor_encoder = getattr(getattr(module, "encoder", None), "actor_encoder", None)
-    if not isinstance(actor_encoder, torch.nn.Module) or module.is_stateful():
-        return None
-    head = module.pi
-
-    def distribution_inputs(observations: torch.Tensor) -> torch.Tensor:
-        return head(actor_encoder({Columns.OBS: observations})[ENCODER_OUT])
-
-    return distribution_inputs
+RETENTION_STATE_KEY = "ftcl_retention_term"
+"""Key of the term's state in the learner's `get_state()`."""
 
 
 class RetentionLearnerMixin:
@@ -124,15 +51,30 @@ class RetentionLearnerMixin:
     training_gate: TrainingGate
     retention_teacher: TorchRLModule | None
 
+    @classmethod
+    def rl_module_required_apis(cls) -> list[type]:
+        return [*super().rl_module_required_apis(), RetentionPolicyAPI]  # type: ignore[misc]
+
     # ------------------------------------------------------------------ setup
+    def configure_optimizers(self) -> None:
+        """RLlib's, after refusing a module without the required APIs (RLlib would skip it silently)."""
+        for module_id in self.module.keys():  # type: ignore[attr-defined]
+            module = self.module[module_id]  # type: ignore[attr-defined]
+            missing = [api.__name__ for api in self.rl_module_required_apis() if not isinstance(module.unwrapped(), api)]
+            if missing:
+                raise ValueError(
+                    f"{type(module.unwrapped()).__name__} (module {module_id!r}) does not implement {missing}, which "
+                    f"{type(self).__name__} needs; use an ftcl model (see `ftcl list`) or implement the API"
+                )
+        super().configure_optimizers()  # type: ignore[misc]
+
     def build(self) -> None:
         super().build()  # type: ignore[misc]
-        settings = (self.config.learner_config_dict or {}).get(RETENTION_CONFIG_KEY) or {}  # type: ignore[attr-defined]
-        self.retention_settings: dict[str, Any] = settings
-        method = settings.get("method") or {"name": "finetune"}
-        self.retention_method_name: str = method["name"]
-        self.retention_term = build_term(method, seed=int(self.config.seed or 0))  # type: ignore[attr-defined]
-        self.training_gate = TrainingGate.from_method_config(method)
+        settings: RetentionSettings | None = (self.config.learner_config_dict or {}).get(RETENTION_CONFIG_KEY)  # type: ignore[attr-defined]
+        method: RetentionMethod = settings.method if settings is not None else FinetuneMethod()
+        self.retention_method = method
+        self.retention_term = method.build_term(seed=int(self.config.seed or 0))  # type: ignore[attr-defined]
+        self.training_gate = TrainingGate.from_method(method)
         self.retention_teacher = None
         self.retention_phase = self.training_gate.phase(0)
         self.retention_ready = self.retention_term is None
@@ -140,36 +82,16 @@ class RetentionLearnerMixin:
         self._retention_actor_steps_pending = 0
         self._retention_metrics_pending = False
         self._frozen_parameter_ids: set[int] = set()
-        self._actor_parameter_ids: set[int] = set()
-        self._critic_parameter_ids: set[int] = set()
-        self._index_parameters()
-        self.training_gate.check_module_paths(n for n, _ in self._retention_module().named_parameters())
+        policy = self._retention_module()
+        self._actor_parameter_ids = {id(p) for p in policy.actor_parameters().values()}
+        self._critic_names = list(policy.critic_parameters())
+        self._critic_parameter_ids = {id(p) for p in policy.critic_parameters().values()}
+        if not self._actor_parameter_ids:
+            raise ValueError(f"{type(policy).__name__}.actor_parameters() is empty; retention needs the actor's parameters")
+        self.training_gate.check_module_paths(n for n, _ in policy.named_parameters())  # type: ignore[attr-defined]
 
-    def _retention_module(self) -> TorchRLModule:
+    def _retention_module(self) -> RetentionPolicyAPI:
         return self.module[DEFAULT_MODULE_ID].unwrapped()  # type: ignore[attr-defined]
-
-    def _index_parameters(self) -> None:
-        module = self._retention_module()
-        self._actor_names, self._critic_names = split_actor_critic_parameters(module)
-        named = dict(module.named_parameters())
-        self._actor_parameter_ids = {id(named[n]) for n in self._actor_names}
-        self._critic_parameter_ids = {id(named[n]) for n in self._critic_names}
-
-    def policy_handle(self) -> PolicyHandle:
-        """The default module as retention terms see it (live parameters)."""
-        module = self._retention_module()
-        if not self._actor_names:
-            raise ValueError(
-                "no actor parameters found in the RLModule; retention expects the actor under "
-                f"{ACTOR_MODULE_PATHS} and the critic under {CRITIC_MODULE_PATHS}"
-            )
-        return PolicyHandle(
-            module=module,
-            distribution_inputs=actor_distribution_function(module),
-            distribution_kind=distribution_kind_for_action_space(module.action_space),
-            actor_parameter_names=list(self._actor_names),
-            critic_parameter_names=list(self._critic_names),
-        )
 
     def prepare_retention(self, data: dict[str, Any] | None = None) -> dict[str, float]:
         """Capture θ*, teacher, Fisher and BC buffer from the module's *current* weights.
@@ -177,32 +99,32 @@ class RetentionLearnerMixin:
         Call after the pre-trained weights are loaded. Returns a small summary
         (`theta_star_checksum`: Σθ* over actor parameters) so callers can check what was captured.
         """
-        handle = self.policy_handle()
-        observation_shape = getattr(handle.module.observation_space, "shape", None)
-        if observation_shape and self.retention_term is not None:
-            probe = handle.distribution_inputs(torch.zeros((1,) + tuple(observation_shape), device=self._device))  # type: ignore[attr-defined]
+        policy = self._retention_module()
+        term = self.retention_term
+        observation_shape = getattr(policy.observation_space, "shape", None)  # type: ignore[attr-defined]
+        if observation_shape and term is not None:
+            probe = policy.policy_distribution_inputs(torch.zeros((1,) + tuple(observation_shape), device=self._device))  # type: ignore[attr-defined]
             if not probe.requires_grad:
                 raise ValueError(
-                    f"{type(handle.module).__name__}'s actor forward returns no gradients; retention "
-                    "terms need `_forward` (or an overridden `_forward_inference`) without no_grad"
+                    f"{type(policy).__name__}.policy_distribution_inputs returns no gradients; retention terms "
+                    "need it without no_grad"
                 )
-        if self.retention_term is not None:
-            if isinstance(self.retention_term, KSTerm):
-                teacher = copy.deepcopy(handle.module)
-                teacher.eval()
-                teacher.requires_grad_(False)
-                self.retention_teacher = teacher
-                self.retention_term.set_teacher(actor_distribution_function(teacher))
-            self.retention_term.prepare(handle, data)
+        if term is not None:
+            teacher = None
+            if self.retention_method.needs_teacher:
+                teacher = copy.deepcopy(policy)
+                teacher.eval()  # type: ignore[attr-defined]
+                teacher.requires_grad_(False)  # type: ignore[attr-defined]
+                self.retention_teacher = teacher  # type: ignore[assignment]
+            term.prepare(policy, data, teacher)
         self.retention_ready = True
-        actor = handle.named_parameters(handle.actor_parameter_names)
-        return {"theta_star_checksum": float(sum(p.detach().double().sum() for p in actor.values()))}
+        return {"theta_star_checksum": float(sum(p.detach().double().sum() for p in policy.actor_parameters().values()))}
 
     # ------------------------------------------------------------------ loss
     def compute_loss_for_module(
         self, *, module_id: ModuleID, config: Any, batch: dict[str, Any], fwd_out: dict[str, TensorType]
     ) -> TensorType:
-        """The algorithm's loss plus the retention term's λ·R(θ) (actor side)."""
+        """The algorithm's loss plus the retention term's λ·R(θ)."""
         loss = super().compute_loss_for_module(  # type: ignore[misc]
             module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
         )
@@ -211,67 +133,51 @@ class RetentionLearnerMixin:
             return loss
         if not self.retention_ready:
             raise RuntimeError(
-                f"retention method '{self.retention_method_name}' was not prepared: the Algorithm "
+                f"retention method '{self.retention_method.display_name}' was not prepared: the Algorithm "
                 "must load the pre-trained weights and call learner.prepare_retention() first"
             )
-        inputs = TermInputs(
-            observations=batch.get(Columns.OBS),
-            student_distribution_inputs=fwd_out.get(Columns.ACTION_DIST_INPUTS),
-            mask=batch.get(Columns.LOSS_MASK),
-            extra_student_distribution_inputs=fwd_out.get(EXTRA_ACTOR_DIST_INPUTS),
-        )
-        actor_loss, critic_loss = term.losses(inputs)
+        student = fwd_out.get(Columns.ACTION_DIST_INPUTS)
+        if student is not None:  # as the policy samples from them (e.g. RLlib's log σ clamp)
+            student = self._retention_module().sampled_distribution_inputs(student)
+        inputs = TermInputs(observations=batch.get(Columns.OBS), student_distribution_inputs=student,
+                            mask=batch.get(Columns.LOSS_MASK))
+        actor_loss = term.loss(inputs)
         # The term's metrics are logged with window=1, so only the last minibatch's values survive
         # the reduction: `after_gradient_based_update` logs them once per `update()` call.
         self._retention_metrics_pending = True
-        return self._add_retention_losses(module_id, loss, actor_loss, critic_loss)
-
-    def _update(self, batch: dict[str, Any]) -> Any:
-        """RLlib's `_update`; a term's extra actor states join the module's actor forward if it can.
-
-        Modules with `supports_extra_actor_observations` (`RetentionPPOTorchRLModule`) run the
-        states a term asks for (BC's buffer minibatch) in the same actor pass as the batch's
-        observations and return the outputs as `EXTRA_ACTOR_DIST_INPUTS`.
-        """
-        term = self.retention_term
-        module = self._retention_module()
-        if (
-            term is not None
-            and self.retention_ready
-            and getattr(module, "supports_extra_actor_observations", False)
-            and DEFAULT_MODULE_ID in batch
-        ):
-            extra = term.extra_actor_observations()
-            if extra is not None:
-                batch = dict(batch)
-                module_batch = dict(batch[DEFAULT_MODULE_ID])
-                module_batch[EXTRA_ACTOR_OBS] = extra
-                batch[DEFAULT_MODULE_ID] = module_batch
-        return super()._update(batch)  # type: ignore[misc]
+        return self._add_retention_losses(module_id, loss, actor_loss, term)
 
     def _add_retention_losses(
-        self,
-        module_id: ModuleID,
-        total_loss: TensorType,
-        actor_loss: TensorType,
-        critic_loss: TensorType | None,
+        self, module_id: ModuleID, total_loss: TensorType, actor_loss: TensorType, term: RetentionTerm
     ) -> TensorType:
-        """One-optimizer learners: the terms join the total loss."""
+        """One-optimizer learners: the actor term and the critic term (if any) join the total loss."""
         total = total_loss + actor_loss
+        critic_loss = term.critic_loss()
         return total if critic_loss is None else total + critic_loss
+
+    # ------------------------------------------------------------------ state
+    def get_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        state = super().get_state(*args, **kwargs)  # type: ignore[misc]
+        if self.retention_term is not None:
+            state[RETENTION_STATE_KEY] = self.retention_term.get_state()
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)  # type: ignore[misc]
+        if self.retention_term is not None and RETENTION_STATE_KEY in state:
+            self.retention_term.set_state(state[RETENTION_STATE_KEY])
 
     # ------------------------------------------------------------------ gate + schedule
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)  # type: ignore[misc]
         self._retention_env_step = int(timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0) or 0)
         self._frozen_parameter_ids = self._frozen_ids_at(self._retention_env_step)
-        phase = self.training_gate.phase(self._retention_env_step)
         self.metrics.log_value(  # type: ignore[attr-defined]
             (DEFAULT_MODULE_ID, "retention_trainable_fraction"),
             1.0 - len(self._frozen_parameter_ids) / max(1, len(self._params)),  # type: ignore[attr-defined]
             window=1,
         )
-        self.retention_phase = phase
+        self.retention_phase = self.training_gate.phase(self._retention_env_step)
 
     def _frozen_ids_at(self, env_step: int) -> set[int]:
         """ids of all learner parameters (module, alpha, ...) that must not change now."""
@@ -284,10 +190,9 @@ class RetentionLearnerMixin:
             return all_ids
         if phase == "critic_warmup":
             return all_ids - self._critic_parameter_ids
-        module = self._retention_module()
-        names = [n for n, _ in module.named_parameters()]
-        frozen_names = gate.frozen_names(env_step, names, self._critic_names)
-        return {id(p) for n, p in module.named_parameters() if n in frozen_names}
+        named = list(self._retention_module().named_parameters())  # type: ignore[attr-defined]
+        frozen_names = gate.frozen_names(env_step, [n for n, _ in named], self._critic_names)
+        return {id(p) for n, p in named if n in frozen_names}
 
     def compute_gradients(self, loss_per_module: dict[ModuleID, TensorType], **kwargs: Any) -> ParamDict:
         """The algorithm's gradients without those of frozen parameters."""

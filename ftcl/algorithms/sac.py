@@ -1,15 +1,17 @@
-"""SAC with knowledge retention: actor terms go into the policy optimizer's loss; EM replay.
+"""SAC with knowledge retention: RLlib's SAC losses on ftcl's transition replay, plus the terms.
 
-RLlib's SAC learner backpropagates the per-optimizer losses it stored in
-`self._temp_losses[(module_id, "<optimizer>_loss")]` and ignores the returned total, so the
-retention term's actor side is added to `_temp_losses[(mid, "policy_loss")]` and its critic
-side (L2 with critic_coeff > 0) to the qf (and qf_twin) losses. Replay is uniform FIFO
-(`EpisodeReplayBuffer`) by default, as in Continual World and the paper, not RLlib's
-prioritized default; method `em` swaps in `ProtectedMemoryEpisodeReplayBuffer`.
+Losses. RLlib's SAC learner backpropagates the per-optimizer losses it stored in
+`self._temp_losses[(module_id, "<optimizer>_loss")]` and ignores the returned total. The term's
+actor side λ·R(θ) therefore joins `policy_loss`, and its critic side (L2 with critic_coeff > 0)
+joins `qf_loss` and `qf_twin_loss` — each only the part over that Q-network's own parameters,
+because RLlib keeps references to `p.grad` across its per-optimizer backward passes: a penalty
+over both networks in both losses would reach the first network's gradient twice.
 
-Throughput: `.throughput(flat_replay=True)` keeps the same schedule and losses but replays flat
-transitions and runs a training step's gradient steps in one learner call
-(`ftcl.algorithms.fast_replay`; EM then uses that buffer's protected partition).
+Replay. One path: uniform FIFO over flat transitions (`TransitionReplay`), as Continual World and
+the paper replay (not RLlib's prioritized default), with stage boundaries as terminals
+(`stage_done_is_terminal`, paper §2.3) and, for methods that declare a protected replay
+partition (EM), π*'s transitions that FIFO never evicts. Each training step's gradient steps run
+in one learner call (`rllib_overrides.sac_training_step`).
 """
 from __future__ import annotations
 
@@ -17,58 +19,67 @@ from typing import Any
 
 from ray.rllib.algorithms.sac import SAC, SACConfig
 from ray.rllib.algorithms.sac.sac_learner import QF_LOSS_KEY, QF_TWIN_LOSS_KEY
+from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
 from ray.rllib.algorithms.sac.torch.sac_torch_learner import SACTorchLearner
 from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.from_config import NotProvided
 from ray.rllib.utils.typing import ModuleID, TensorType
 
-from ftcl.algorithms.fast_learner import FusedChecksLearnerMixin
-from ftcl.algorithms.fast_replay import FlatTransitionReplay, check_flat_replay_config, flat_training_step
-from ftcl.algorithms.replay import ProtectedMemoryEpisodeReplayBuffer
 from ftcl.algorithms.retention_algorithm import RetentionAlgorithmMixin, RetentionConfigMixin
-from ftcl.algorithms.retention_learner import RETENTION_CONFIG_KEY, RetentionLearnerMixin
-from ftcl.algorithms.stage_bootstrap import insert_stage_done_connector
+from ftcl.algorithms.retention_learner import RetentionLearnerMixin
+from ftcl.algorithms.rllib_overrides import FusedGradientCheckMixin, FusedTargetUpdateMixin, sac_training_step
+from ftcl.algorithms.transition_replay import TransitionReplay
+from ftcl.models.rllib_default import RetentionSACTorchRLModule
+from ftcl.retention.method import RetentionMethod
+from ftcl.retention.term import RetentionTerm
+
+CRITIC_OPTIMIZERS = {QF_LOSS_KEY: "qf", QF_TWIN_LOSS_KEY: "qf_twin"}
+"""SAC's critic loss keys and the optimizer that steps each one's parameters."""
+UNIFORM_REPLAY_TYPE = "EpisodeReplayBuffer"
+"""The `replay_buffer_config` type RetentionSAC accepts (RLlib's name for uniform replay)."""
 
 
-class RetentionSACTorchLearner(RetentionLearnerMixin, FusedChecksLearnerMixin, SACTorchLearner):
-    """SAC losses + λ·R(θ) on the actor's optimizer, with freezing and skip-train.
+class RetentionSACTorchLearner(RetentionLearnerMixin, FusedGradientCheckMixin, FusedTargetUpdateMixin, SACTorchLearner):
+    """SAC losses + λ·R(θ) on the actor's optimizer (critic parts on each critic's), with freezing."""
 
-    `FusedChecksLearnerMixin` only makes RLlib's gradient checks and target updates cheaper
-    (same arithmetic; `ftcl.algorithms.fast_learner`).
-    """
+    def _critic_parameter_names(self, module_id: ModuleID, optimizer_name: str) -> list[str]:
+        """Names of the module parameters that the optimizer `optimizer_name` steps (cached)."""
+        cache = self.__dict__.setdefault("_ftcl_optimizer_names", {})
+        if (module_id, optimizer_name) not in cache:
+            optimizer = self.get_optimizer(module_id, optimizer_name)
+            stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            module = self.module[module_id].unwrapped()
+            cache[(module_id, optimizer_name)] = [n for n, p in module.named_parameters() if id(p) in stepped]
+        return cache[(module_id, optimizer_name)]
 
     def _add_retention_losses(
-        self,
-        module_id: ModuleID,
-        total_loss: TensorType,
-        actor_loss: TensorType,
-        critic_loss: TensorType | None,
+        self, module_id: ModuleID, total_loss: TensorType, actor_loss: TensorType, term: RetentionTerm
     ) -> TensorType:
         policy_key = (module_id, POLICY_LOSS_KEY)
         self._temp_losses[policy_key] = self._temp_losses[policy_key] + actor_loss
         total = total_loss + actor_loss
-        if critic_loss is not None:
-            # Σ_critic splits into a Q part and a twin-Q part; each optimizer only takes its own grads.
-            for key in (QF_LOSS_KEY, QF_TWIN_LOSS_KEY):
-                if (module_id, key) in self._temp_losses:
-                    self._temp_losses[(module_id, key)] = self._temp_losses[(module_id, key)] + critic_loss
-            total = total + critic_loss
+        for loss_key, optimizer_name in CRITIC_OPTIMIZERS.items():
+            if (module_id, loss_key) not in self._temp_losses:
+                continue  # no twin Q
+            critic_loss = term.critic_loss(self._critic_parameter_names(module_id, optimizer_name))
+            if critic_loss is not None:
+                self._temp_losses[(module_id, loss_key)] = self._temp_losses[(module_id, loss_key)] + critic_loss
+                total = total + critic_loss
         return total
 
 
 class RetentionSACConfig(RetentionConfigMixin, SACConfig):
-    """SACConfig with `.retention(...)`; uniform `EpisodeReplayBuffer` replay by default."""
+    """SACConfig with `.retention(...)`; uniform transition replay with stage-done terminals."""
 
-    supports_episodic_memory = True
+    supports_replay = True
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or RetentionSAC)
-        self.replay_buffer_config = {"type": "EpisodeReplayBuffer", "capacity": int(1e6)}
-        self.flat_replay = False
+        self.replay_buffer_config = {"type": UNIFORM_REPLAY_TYPE, "capacity": int(1e6)}
         self.stage_done_is_terminal: bool = True
         """Treat a step with info["stage_done"] as terminal in the TD target (paper §2.3)."""
 
-    # ---- stage boundaries (ftcl.algorithms.stage_bootstrap) ----
     def training(self, *, stage_done_is_terminal: Any = NotProvided, **kwargs: Any) -> "RetentionSACConfig":
         """SACConfig.training(...) plus `stage_done_is_terminal` (bool, default True)."""
         super().training(**kwargs)
@@ -76,25 +87,12 @@ class RetentionSACConfig(RetentionConfigMixin, SACConfig):
             self.stage_done_is_terminal = stage_done_is_terminal
         return self
 
-    def build_learner_connector(self, input_observation_space: Any, input_action_space: Any, device: Any = None) -> Any:
-        pipeline = super().build_learner_connector(
-            input_observation_space=input_observation_space,
-            input_action_space=input_action_space,
-            device=device,
-        )
-        if self.stage_done_is_terminal:
-            insert_stage_done_connector(pipeline)
-        return pipeline
-
-    def throughput(self, *, flat_replay: bool | None = None) -> "RetentionSACConfig":
-        """Settings that change speed, not the algorithm.
-
-        flat_replay: replay flat transitions and run each training step's gradient steps in one
-            learner call (`ftcl.algorithms.fast_replay`); needs n_step=1, num_learners=0.
-        """
-        if flat_replay is not None:
-            self.flat_replay = bool(flat_replay)
-        return self
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        """RLlib's default SAC module spec with `RetentionSACTorchRLModule` (same networks + the policy API)."""
+        spec = super().get_default_rl_module_spec()
+        if spec.module_class is DefaultSACTorchRLModule:
+            spec.module_class = RetentionSACTorchRLModule
+        return spec
 
     def get_default_learner_class(self) -> type:
         if self.framework_str != "torch":
@@ -103,70 +101,56 @@ class RetentionSACConfig(RetentionConfigMixin, SACConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.flat_replay:
-            check_flat_replay_config(self)
+        problems = []
+        if self.n_step != 1:
+            problems.append(f"n_step={self.n_step!r} (needs 1: no n-step return may run across a stage boundary)")
+        if self.num_learners != 0:
+            problems.append(f"num_learners={self.num_learners} (needs 0: a local learner)")
+        buffer_type = self.replay_buffer_config.get("type")
+        if buffer_type != UNIFORM_REPLAY_TYPE:
+            problems.append(f"replay_buffer_config type {buffer_type!r} (needs {UNIFORM_REPLAY_TYPE!r}: uniform replay)")
+        if self._learner_connector is not None:
+            problems.append("a custom learner connector (the training step builds the train batch itself)")
+        if self.is_multi_agent:
+            problems.append("multi-agent")
         if not isinstance(self.stage_done_is_terminal, bool):
-            raise ValueError(f"stage_done_is_terminal must be True or False; got {self.stage_done_is_terminal!r}")
-        if self.stage_done_is_terminal and self.n_step != 1:
-            raise ValueError(
-                f"stage_done_is_terminal=True needs n_step=1 (got {self.n_step!r}): an n-step return would "
-                "run across a stage boundary; set n_step=1 or stage_done_is_terminal=False"
-            )
+            problems.append(f"stage_done_is_terminal={self.stage_done_is_terminal!r} (True or False)")
+        if problems:
+            raise ValueError("RetentionSAC's transition replay does not support: " + "; ".join(problems))
         settings = self.retention_settings
-        if settings and settings["method"]["name"] == "em":
-            buffer_type = self.replay_buffer_config.get("type")
-            if buffer_type != "EpisodeReplayBuffer":
-                raise ValueError(
-                    "method 'em' needs replay_buffer_config type 'EpisodeReplayBuffer' (uniform FIFO), "
-                    f"which it extends with a protected partition; got {buffer_type!r}"
-                )
-            capacity = int(self.replay_buffer_config.get("capacity", 0))
-            if settings["method"]["memory_size"] >= capacity:
-                raise ValueError(
-                    f"method 'em': memory_size {settings['method']['memory_size']} must be smaller "
-                    f"than the replay capacity {capacity}"
-                )
+        protected = settings.method.protected_replay() if settings is not None else None
+        capacity = int(self.replay_buffer_config.get("capacity", 0))
+        if protected is not None and protected.capacity >= capacity:
+            raise ValueError(
+                f"method '{settings.method.display_name}': its protected replay partition ({protected.capacity}) "
+                f"must be smaller than the replay capacity {capacity}"
+            )
 
 
 class RetentionSAC(RetentionAlgorithmMixin, SAC):
-    """SAC that loads π* after building its learners; EM fills the protected replay partition."""
+    """SAC on `TransitionReplay` that loads π* after building its learners (module docstring)."""
 
     @classmethod
     def get_default_config(cls) -> RetentionSACConfig:
         return RetentionSACConfig()
 
     def training_step(self) -> None:
-        if getattr(self.config, "flat_replay", False):
-            return flat_training_step(self)
-        return super().training_step()
+        return sac_training_step(self)
 
-    def _create_local_replay_buffer_if_necessary(self, config: Any) -> Any:
-        settings = (config.learner_config_dict or {}).get(RETENTION_CONFIG_KEY)
-        if getattr(config, "flat_replay", False):
-            memory = settings["method"] if settings and settings["method"]["name"] == "em" else None
-            return FlatTransitionReplay(
-                capacity=int(config.replay_buffer_config["capacity"]),
-                stage_done_is_terminal=bool(getattr(config, "stage_done_is_terminal", False)),
-                protected_capacity=int(memory["memory_size"]) if memory else 0,
-                protected_fraction=memory.get("sample_fraction") if memory else None,
-                seed=config.seed,
-            )
-        if not settings or settings["method"]["name"] != "em":
-            return super()._create_local_replay_buffer_if_necessary(config)
-        method = settings["method"]
-        return ProtectedMemoryEpisodeReplayBuffer(
+    def _create_local_replay_buffer_if_necessary(self, config: Any) -> TransitionReplay:
+        settings = config.retention_settings
+        protected = settings.method.protected_replay() if settings is not None else None
+        return TransitionReplay(
             capacity=int(config.replay_buffer_config["capacity"]),
-            protected_capacity=int(method["memory_size"]),
-            protected_fraction=method.get("sample_fraction"),
+            stage_done_is_terminal=bool(config.stage_done_is_terminal),
+            protected_capacity=protected.capacity if protected else 0,
+            protected_share=protected.share if protected else None,
             seed=config.seed,
-            metrics_num_episodes_for_smoothing=config.metrics_num_episodes_for_smoothing,
         )
 
-    def _setup_retention_extras(self, settings: dict[str, Any], data: dict[str, Any] | None) -> None:
-        if settings["method"]["name"] != "em":
+    def _setup_retention_extras(self, method: RetentionMethod, data: dict[str, Any] | None) -> None:
+        if method.protected_replay() is None:
             return
-        assert data is not None
-        assert isinstance(self.local_replay_buffer, (ProtectedMemoryEpisodeReplayBuffer, FlatTransitionReplay))
-        self.local_replay_buffer.add_protected_transitions(
-            data, self.config.observation_space, self.config.action_space
-        )
+        if data is None:
+            raise ValueError(f"method '{method.display_name}' fills a protected replay partition but got no data")
+        self.local_replay_buffer.add_protected_transitions(data)

@@ -1,0 +1,38 @@
+"""RLModules, each implementing `ftcl.retention.policy_api.RetentionPolicyAPI`.
+
+`MODELS` is the one table of the `algorithm.model` names a spec may use: name -> (module path,
+class name, description). `default` is RLlib's default module of the algorithm (ftcl's subclass
+with the policy API, `rllib_default.py`). Classes are imported only when a trial builds them.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import NamedTuple
+
+
+class ModelEntry(NamedTuple):
+    module: str
+    class_name: str
+    description: str
+
+
+MODELS: dict[str, ModelEntry | None] = {
+    "default": None,
+    "linear_policy": ModelEntry("ftcl.models.linear_policy", "LinearPolicyModule",
+                                "σ(w·o+b) actor and a separate MLP critic (the paper's toys, PPO)"),
+    "multihead_sac": ModelEntry("ftcl.models.multihead_sac", "MultiHeadSACModule",
+                                "the paper's RoboticSequence SAC MLPs with one output head per stage"),
+    "mlp_sac": ModelEntry("ftcl.models.mlp_sac", "MLPSACTorchRLModule",
+                          "the paper's SAC MLPs (LayerNorm + tanh first layer), one head"),
+}
+"""`algorithm.model` name -> where its RLModule class lives (None: the algorithm's default)."""
+
+
+def model_class(name: str) -> type | None:
+    """The RLModule class of a model name (None for `default`); KeyError names unknown ones."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
+    entry = MODELS[name]
+    if entry is None:
+        return None
+    return getattr(importlib.import_module(entry.module), entry.class_name)

@@ -23,10 +23,12 @@ from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.typing import TensorType
 
+from ftcl.retention.policy_api import RetentionPolicyAPI, named_subset
+
 DEFAULT_VF_HIDDENS: list[int] = [32]
 
 
-class LinearPolicyModule(TorchRLModule, ValueFunctionAPI):
+class LinearPolicyModule(TorchRLModule, ValueFunctionAPI, RetentionPolicyAPI):
     """Linear actor `pi` (logits = W·o + b) and a separate MLP critic `vf`, for PPO.
 
     model_config keys:
@@ -76,6 +78,15 @@ class LinearPolicyModule(TorchRLModule, ValueFunctionAPI):
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         """Action logits W·o + b for inference, exploration and training."""
         return {Columns.ACTION_DIST_INPUTS: self.pi(batch[Columns.OBS])}
+
+    def actor_parameters(self) -> dict[str, nn.Parameter]:
+        return named_subset(self, ("pi",))
+
+    def critic_parameters(self) -> dict[str, nn.Parameter]:
+        return named_subset(self, ("vf",))
+
+    def policy_distribution_inputs(self, observations: torch.Tensor, state: Any = None) -> torch.Tensor:
+        return self.pi(observations)
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> TensorType:
         """V(o) from the critic MLP, shape (B,); `embeddings` is ignored (nothing is shared)."""

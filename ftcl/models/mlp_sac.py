@@ -11,7 +11,7 @@ learners use it unchanged, but builds the networks the paper describes:
     critic Q(s, a): [s, a] -> Linear -> LayerNorm -> tanh -> [Linear -> LeakyReLU] x (L-1) -> Linear(1)
 
 with L = len(model_config["fcnet_hiddens"]) hidden layers (paper: 4 × 256). The policy head
-outputs [μ, log σ] of RLlib's squashed Gaussian. One output head (single task); a multi-head
+outputs [μ, log σ] of RLlib's squashed Gaussian (which clamps log σ to [−5, 2]). One output head (single task); a multi-head
 variant selects a head by stage id.
 """
 from __future__ import annotations
@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.models.base import ENCODER_OUT
+
+from ftcl.models.rllib_default import RetentionSACTorchRLModule
 
 DEFAULT_HIDDENS = (256, 256, 256, 256)
 
@@ -53,8 +54,11 @@ class PaperMLPEncoder(nn.Module):
         return {ENCODER_OUT: self.net(inputs)}
 
 
-class MLPSACTorchRLModule(DefaultSACTorchRLModule):
-    """RLlib's SAC module API with the paper's actor and critics (module docstring)."""
+class MLPSACTorchRLModule(RetentionSACTorchRLModule):
+    """RLlib's SAC module API with the paper's actor and critics (module docstring).
+
+    `RetentionPolicyAPI` as RLlib's SAC module: log σ clamped to [−5, 2] as its distribution does.
+    """
 
     def setup(self) -> None:
         self.twin_q = bool(self.model_config.get("twin_q", True))

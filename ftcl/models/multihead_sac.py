@@ -32,9 +32,9 @@ samples from. Critics: Q(s, a) = head_k(trunk([s, a])).
   "torch": PyTorch's default).
 
 Attribute names follow RLlib's `DefaultSACRLModule` so that `SACTorchLearner`'s optimizers, the
-target-network updates and ftcl's actor/critic split (`ftcl.algorithms.retention_learner`) work
-unchanged: actor = `pi_encoder` (trunk) + `pi` (heads); critics = `qf_encoder` + `qf` and
-`qf_twin_encoder` + `qf_twin`; targets = `target_qf*` (built by `make_target_networks`).
+target-network updates work unchanged. `RetentionPolicyAPI`: actor = `pi_encoder` (trunk) + `pi`
+(heads); critics = `qf_encoder` + `qf` and `qf_twin_encoder` + `qf_twin`; targets = `target_qf*`
+(built by `make_target_networks`) are in neither.
 """
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchDeterministic, TorchSquashedGaussian
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+
+from ftcl.models.rllib_default import SAC_ACTOR_PATHS, SAC_CRITIC_PATHS
+from ftcl.retention.policy_api import RetentionPolicyAPI, named_subset
 
 META_WORLD_OBS_DIM = 39
 """Size of Meta-World's observation, the part of RoboticSequence's observation before the one-hot."""
@@ -186,10 +189,21 @@ class _CriticsFrozen:
             parameter.requires_grad_(True)
 
 
-class MultiHeadSACModule(TorchRLModule, DefaultSACRLModule):
+class MultiHeadSACModule(TorchRLModule, DefaultSACRLModule, RetentionPolicyAPI):
     """SAC actor + twin critics with one output head per RoboticSequence stage (module doc)."""
 
     framework: str = "torch"
+
+    # ------------------------------------------------------------------ RetentionPolicyAPI
+    def actor_parameters(self) -> dict[str, nn.Parameter]:
+        return named_subset(self, SAC_ACTOR_PATHS)
+
+    def critic_parameters(self) -> dict[str, nn.Parameter]:
+        return named_subset(self, SAC_CRITIC_PATHS)
+
+    def policy_distribution_inputs(self, observations: torch.Tensor, state: Any = None) -> torch.Tensor:
+        """[μ, log σ] as sampled: the module clamps log σ itself (`SquashedGaussian` does not)."""
+        return self.actor_distribution_inputs(observations)
 
     # ------------------------------------------------------------------ build
     def setup(self) -> None:

@@ -1,35 +1,7 @@
-"""Knowledge-retention methods as plain PyTorch terms (no RLlib): L2, EWC, BC, KS, EM memory.
+"""Knowledge-retention methods as plain PyTorch (no RLlib): one file per method.
 
-`build_term(method_config)` turns a method config into a term; the RLlib learners in
-`ftcl.algorithms` prepare it with π*/θ* after the pre-trained weights are loaded and add its
-loss to the actor's objective.
+`scratch.py finetune.py l2.py ewc.py bc.py ks.py em.py` each hold a method's config (a
+`RetentionMethod`), its term (a `RetentionTerm`) and what it declares it needs; `registry.py`
+collects them. Policies are reached only through `RetentionPolicyAPI` (policy_api.py).
+Import the pieces from their modules, e.g. `from ftcl.retention.registry import parse_method`.
 """
-from ftcl.retention.base import PolicyHandle, RetentionTerm, TermInputs
-from ftcl.retention.bc import BCTerm
-from ftcl.retention.distributions import kl_divergence, retention_kl
-from ftcl.retention.ewc import EWCTerm, categorical_policy_fisher, gaussian_policy_fisher
-from ftcl.retention.factory import build_term, parse_method
-from ftcl.retention.freezing import FreezeWindowRule, TrainingGate
-from ftcl.retention.ks import KSTerm
-from ftcl.retention.l2 import L2Term
-from ftcl.retention.memory import ProtectedReplayMemory, split_sample_counts
-
-__all__ = [
-    "BCTerm",
-    "EWCTerm",
-    "FreezeWindowRule",
-    "KSTerm",
-    "L2Term",
-    "PolicyHandle",
-    "ProtectedReplayMemory",
-    "RetentionTerm",
-    "TermInputs",
-    "TrainingGate",
-    "build_term",
-    "categorical_policy_fisher",
-    "gaussian_policy_fisher",
-    "kl_divergence",
-    "parse_method",
-    "retention_kl",
-    "split_sample_counts",
-]

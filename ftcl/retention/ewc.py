@@ -10,13 +10,16 @@ from __future__ import annotations
 from typing import Callable, Literal
 
 import numpy as np
+from pydantic import NonNegativeFloat, PositiveInt, field_validator
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 
-from ftcl.retention.base import PolicyHandle, RetentionData, as_float_tensor, module_device
+from ftcl.retention.anchoring import AnchoredParameterTerm
 from ftcl.retention.distributions import categorical_log_prob, split_gaussian_inputs
-from ftcl.retention.l2 import AnchoredParameterTerm
+from ftcl.retention.method import DataNeeds, RetentionMethod
+from ftcl.retention.policy_api import RetentionPolicyAPI, module_device
+from ftcl.retention.term import RetentionData, RetentionTerm, as_float_tensor
 
 FisherLabels = Literal["sampled", "argmax", "dataset"]
 
@@ -34,10 +37,10 @@ class _DistributionAdapter(nn.Module):
 
 
 def _single_state_function(
-    handle: PolicyHandle,
+    policy: RetentionPolicyAPI,
 ) -> Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]:
     """f(θ_subset, s) = distribution inputs of π_θ at one state s (no batch dim in or out)."""
-    adapter = _DistributionAdapter(handle.module, handle.distribution_inputs)
+    adapter = _DistributionAdapter(policy, policy.policy_distribution_inputs)  # type: ignore[arg-type]
 
     def outputs(parameters: dict[str, torch.Tensor], observation: torch.Tensor) -> torch.Tensor:
         prefixed = {f"policy.{name}": value for name, value in parameters.items()}
@@ -61,8 +64,13 @@ def _per_sample(
         return {name: torch.stack([row[name] for row in rows]) for name in parameters}
 
 
+def _detached(policy: RetentionPolicyAPI, names: list[str]) -> dict[str, torch.Tensor]:
+    available = dict(policy.named_parameters())  # type: ignore[attr-defined]
+    return {name: available[name].detach() for name in names}
+
+
 def gaussian_policy_fisher(
-    handle: PolicyHandle,
+    policy: RetentionPolicyAPI,
     parameter_names: list[str],
     observations: torch.Tensor,
     chunk_size: int = 16,
@@ -74,8 +82,8 @@ def gaussian_policy_fisher(
     Uses (∂σ_j/∂θ_k)/σ_j = ∂ log σ_j/∂θ_k. For tanh-squashed policies this is the Fisher of
     the pre-squash Gaussian (the inputs the policy emits).
     """
-    function = _single_state_function(handle)
-    parameters = {name: value.detach() for name, value in handle.named_parameters(parameter_names).items()}
+    function = _single_state_function(policy)
+    parameters = _detached(policy, parameter_names)
     totals = {name: torch.zeros_like(value) for name, value in parameters.items()}
     for start in range(0, len(observations), chunk_size):
         chunk = observations[start : start + chunk_size]
@@ -102,7 +110,7 @@ def gaussian_policy_fisher(
 
 
 def categorical_policy_fisher(
-    handle: PolicyHandle,
+    policy: RetentionPolicyAPI,
     parameter_names: list[str],
     observations: torch.Tensor,
     actions: torch.Tensor,
@@ -112,8 +120,8 @@ def categorical_policy_fisher(
 
     `actions` are the labels a (sampled from π*, argmax of π*, or dataset actions).
     """
-    function = _single_state_function(handle)
-    parameters = {name: value.detach() for name, value in handle.named_parameters(parameter_names).items()}
+    function = _single_state_function(policy)
+    parameters = _detached(policy, parameter_names)
 
     def log_prob(params: dict[str, torch.Tensor], observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return categorical_log_prob(function(params, observation), action)
@@ -135,7 +143,6 @@ class EWCTerm(AnchoredParameterTerm):
     """λ·Σ_i F_i (θ_i − θ*_i)² over the actor; F is the diagonal Fisher at θ* (see module doc)."""
 
     name = "ewc"
-    needs_data = frozenset({"obs"})
 
     def __init__(
         self,
@@ -160,22 +167,21 @@ class EWCTerm(AnchoredParameterTerm):
         self.seed = seed
         self._fisher_mean = float("nan")
         self._fisher_mean_of: dict[str, torch.Tensor] | None = None
-        if fisher_labels == "dataset":
-            self.needs_data = frozenset({"obs", "actions"})
 
-    def _importance_weights(self, student: PolicyHandle, data: RetentionData | None) -> dict[str, torch.Tensor]:
-        assert data is not None
+    def _importance_weights(self, policy: RetentionPolicyAPI, data: RetentionData | None) -> dict[str, torch.Tensor]:
+        if data is None:
+            raise ValueError("EWC needs π*'s retention data (its states) to compute the Fisher")
         generator = np.random.default_rng(self.seed)
         num_states = len(data["obs"])
         wanted = self.fisher_batches * self.fisher_batch_size
         indices = generator.choice(num_states, size=min(wanted, num_states), replace=False)
-        device = module_device(student.module)
+        device = module_device(policy)  # type: ignore[arg-type]
         observations = as_float_tensor(data["obs"][indices], device)
         names = list(self._actor_parameters)
-        if student.distribution_kind == "diag_gaussian":
-            return gaussian_policy_fisher(student, names, observations, floor=self.fisher_floor)
+        if policy.policy_distribution_kind == "diag_gaussian":
+            return gaussian_policy_fisher(policy, names, observations, floor=self.fisher_floor)
         with torch.no_grad():
-            logits = student.distribution_inputs(observations)
+            logits = policy.policy_distribution_inputs(observations)
         if self.fisher_labels == "sampled":
             torch_generator = torch.Generator(device="cpu").manual_seed(self.seed)
             labels = torch.multinomial(logits.softmax(-1).cpu(), 1, generator=torch_generator).squeeze(-1)
@@ -183,7 +189,7 @@ class EWCTerm(AnchoredParameterTerm):
             labels = logits.argmax(-1)
         else:
             labels = torch.as_tensor(np.asarray(data["actions"])[indices]).long()
-        return categorical_policy_fisher(student, names, observations, labels.to(device))
+        return categorical_policy_fisher(policy, names, observations, labels.to(device))
 
     def metrics(self) -> dict[str, float]:
         values = super().metrics()
@@ -193,3 +199,38 @@ class EWCTerm(AnchoredParameterTerm):
                 self._fisher_mean_of = self.importance
             values["ewc_fisher_mean"] = self._fisher_mean
         return values
+
+
+class EWCMethod(RetentionMethod):
+    """λ·Σ F_i(θ_i−θ*_i)², diagonal Fisher F at θ* on π*'s states (paper §3.1, Table 3)."""
+
+    name: Literal["ewc"] = "ewc"
+    coeff: NonNegativeFloat = 100.0
+    critic_coeff: NonNegativeFloat = 0.0
+    fisher_labels: FisherLabels = "sampled"
+    """Categorical policies only: label for log π(a|s): sampled from π*, argmax of π*, or the stored action."""
+    fisher_batches: PositiveInt = 10
+    fisher_batch_size: PositiveInt = 256
+    fisher_floor: NonNegativeFloat = 1e-5
+
+    @field_validator("critic_coeff")
+    @classmethod
+    def _no_critic_fisher(cls, value: float) -> float:
+        if value > 0:
+            raise ValueError("EWC on the critic is not supported (π*'s Fisher does not cover it; the paper uses 0); set 0")
+        return value
+
+    def data_needs(self) -> DataNeeds:
+        keys = ("obs", "actions") if self.fisher_labels == "dataset" else ("obs",)
+        return DataNeeds(keys, self.fisher_batches * self.fisher_batch_size)
+
+    def build_term(self, seed: int = 0) -> RetentionTerm:
+        return EWCTerm(
+            self.coeff,
+            critic_coeff=self.critic_coeff,
+            fisher_labels=self.fisher_labels,
+            fisher_batches=self.fisher_batches,
+            fisher_batch_size=self.fisher_batch_size,
+            fisher_floor=self.fisher_floor,
+            seed=seed,
+        )

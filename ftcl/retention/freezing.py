@@ -10,7 +10,10 @@ Freeze windows name RLModule attribute paths ("encoder.actor_encoder", "pi"); a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Literal, Sequence
+
+if TYPE_CHECKING:
+    from ftcl.retention.method import RetentionMethod
 
 TrainingPhase = Literal["skip", "critic_warmup", "train"]
 
@@ -48,20 +51,16 @@ class TrainingGate:
         self.skip_train_env_steps = skip_train_env_steps
 
     @classmethod
-    def from_method_config(cls, method: dict) -> "TrainingGate":
-        """Build from a method config dict (fields freeze, critic_warmup_env_steps, skip_train_env_steps)."""
+    def from_method(cls, method: "RetentionMethod") -> "TrainingGate":
+        """The gate a method config asks for (its freeze windows, critic warm-up and skip-train)."""
         windows = [
-            FreezeWindowRule(
-                module_paths=tuple(window["modules"]),
-                from_env_step=int(window.get("from_env_step", 0)),
-                until_env_step=window.get("until_env_step"),
-            )
-            for window in method.get("freeze", [])
+            FreezeWindowRule(tuple(window.modules), window.from_env_step, window.until_env_step)
+            for window in method.freeze
         ]
         return cls(
             windows,
-            critic_warmup_env_steps=int(method.get("critic_warmup_env_steps", 0)),
-            skip_train_env_steps=int(method.get("skip_train_env_steps", 0)),
+            critic_warmup_env_steps=method.critic_warmup_env_steps,
+            skip_train_env_steps=method.skip_train_env_steps,
         )
 
     @property

@@ -1,17 +1,23 @@
 """Kickstarting: λ_t·E_{s∼online batch} KL(π*(·|s) ‖ π_θ(·|s)) against a frozen teacher π*.
 
-λ_t ← max(floor, λ_t·decay) after every optimizer step.
+λ_t ← max(floor, λ_t·decay) after every optimizer step that moves the actor; λ_t is part of the
+learner's checkpointed state, so a resumed trial continues the schedule where it stopped.
 """
 from __future__ import annotations
 
-import torch
+from typing import Annotated, Any, Literal, Mapping
 
-from ftcl.retention.base import DistributionFn, PolicyHandle, RetentionData, RetentionTerm, TermInputs
+import torch
+from pydantic import Field, NonNegativeFloat
+
 from ftcl.retention.distributions import KLDirection, retention_kl
+from ftcl.retention.method import RetentionMethod
+from ftcl.retention.policy_api import RetentionPolicyAPI
+from ftcl.retention.term import RetentionData, RetentionTerm, TermInputs
 
 
 class KSTerm(RetentionTerm):
-    """Kickstarting on the RL minibatch; the teacher's forward is given at prepare time."""
+    """Kickstarting on the RL minibatch; the frozen teacher π* is given at prepare time."""
 
     name = "ks"
 
@@ -28,29 +34,24 @@ class KSTerm(RetentionTerm):
         self.floor = float(floor)
         self.kl_direction: KLDirection = kl_direction
         self.num_optimizer_steps = 0
-        self._teacher: DistributionFn | None = None
-        self._student: PolicyHandle | None = None
+        self._teacher: RetentionPolicyAPI | None = None
+        self._policy: RetentionPolicyAPI | None = None
 
-    def _prepare(self, student: PolicyHandle, data: RetentionData | None) -> None:
-        if self._teacher is None:
-            raise ValueError("KSTerm needs a frozen teacher: call set_teacher(fn) before prepare()")
-        self._student = student
-        self.distribution_kind = student.distribution_kind
-
-    def set_teacher(self, teacher_distribution_inputs: DistributionFn) -> None:
-        """The frozen π*: observations -> distribution inputs (called under no_grad)."""
-        self._teacher = teacher_distribution_inputs
+    def _prepare(self, policy: RetentionPolicyAPI, data: RetentionData | None, teacher: RetentionPolicyAPI | None) -> None:
+        if teacher is None:
+            raise ValueError("kickstarting needs a frozen teacher π*: pass teacher= to prepare()")
+        self._policy, self._teacher = policy, teacher
 
     def _penalty(self, inputs: TermInputs) -> torch.Tensor:
-        assert self._teacher is not None and self._student is not None
+        assert self._teacher is not None and self._policy is not None
         if inputs.observations is None:
             raise ValueError("kickstarting needs the online batch's observations")
         student_inputs = inputs.student_distribution_inputs
         if student_inputs is None:
-            student_inputs = self._student.distribution_inputs(inputs.observations)
+            student_inputs = self._policy.policy_distribution_inputs(inputs.observations)
         with torch.no_grad():
-            teacher_inputs = self._teacher(inputs.observations)
-        kl = retention_kl(teacher_inputs, student_inputs, self.distribution_kind, self.kl_direction)
+            teacher_inputs = self._teacher.policy_distribution_inputs(inputs.observations)
+        kl = retention_kl(teacher_inputs, student_inputs, self._policy.policy_distribution_kind, self.kl_direction)
         if inputs.mask is not None:
             mask = inputs.mask.bool()
             return kl[mask].sum() / mask.sum().clamp_min(1)
@@ -61,3 +62,25 @@ class KSTerm(RetentionTerm):
         for _ in range(num_steps):
             self.coeff = max(self.floor, self.coeff * self.decay)
         self.num_optimizer_steps += num_steps
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "num_optimizer_steps": self.num_optimizer_steps}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        super().set_state(state)
+        self.num_optimizer_steps = int(state.get("num_optimizer_steps", 0))
+
+
+class KSMethod(RetentionMethod):
+    """Kickstarting: λ_t·E_{s∼online} KL(π* ‖ π_θ), λ_t decays per optimizer step to a floor."""
+
+    name: Literal["ks"] = "ks"
+    coeff: NonNegativeFloat = 0.5
+    decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99998
+    floor: NonNegativeFloat = 0.0
+    kl_direction: KLDirection = "teacher_student"
+
+    needs_teacher = True
+
+    def build_term(self, seed: int = 0) -> RetentionTerm:
+        return KSTerm(self.coeff, decay=self.decay, floor=self.floor, kl_direction=self.kl_direction)

@@ -1,0 +1,84 @@
+"""What every retention method declares: its config (pydantic), its term, and what it needs.
+
+A method lives in one file of this package (`l2.py`, `bc.py`, ...) as a subclass of
+`RetentionMethod` with a `name: Literal[...]` field; `ftcl.retention.registry` finds it there.
+The spec validates a `methods:` entry into that class once, and the typed object travels to the
+learners. The algorithms read only the declarations below, never a method's name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+
+from ftcl.retention.term import RetentionTerm
+
+
+class FreezeWindow(BaseModel):
+    """Freeze named submodules (attribute paths of the RLModule) for an env-step range."""
+
+    model_config = ConfigDict(extra="forbid")
+    modules: list[str] = Field(min_length=1)
+    from_env_step: NonNegativeInt = 0
+    until_env_step: NonNegativeInt | None = None  # None = for the whole run
+
+
+@dataclass(frozen=True)
+class ProtectedReplay:
+    """A replay partition of π*'s transitions that FIFO eviction never touches (episodic memory).
+
+    `share` None: minibatches uniform over protected ∪ online items; a number f: each item comes
+    from the protected partition with probability f.
+    """
+
+    capacity: int
+    share: float | None = None
+
+
+@dataclass(frozen=True)
+class DataNeeds:
+    """Keys and minimum rows a method needs from π*'s retention data file."""
+
+    keys: tuple[str, ...] = ()
+    min_rows: int = 0
+
+
+class RetentionMethod(BaseModel):
+    """Base of every method config: display label, freezing, critic warm-up, skip-train."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str | None = None
+    """Display name in MLflow/reports; defaults to `name` (set it to tell variants apart)."""
+    freeze: list[FreezeWindow] = []
+    critic_warmup_env_steps: NonNegativeInt = 0
+    """Train only the critic for this many env steps, everything else frozen."""
+    skip_train_env_steps: NonNegativeInt = 0
+    """Collect this many env steps without any update (measures π* in place)."""
+
+    off_policy_only: ClassVar[bool] = False
+    """True if the method needs a replay buffer (an off-policy algorithm)."""
+    needs_teacher: ClassVar[bool] = False
+    """True if the term compares π_θ with a frozen copy of π* on online states (kickstarting)."""
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.name  # type: ignore[attr-defined]
+
+    @property
+    def starts_from_pretrained(self) -> bool:
+        """Whether the trial loads π*'s weights θ* before fine-tuning."""
+        return True
+
+    def data_needs(self) -> DataNeeds:
+        """What the method reads from π*'s retention data (nothing by default)."""
+        return DataNeeds()
+
+    def protected_replay(self) -> ProtectedReplay | None:
+        """The protected replay partition the method adds to the buffer, or None (most methods)."""
+        return None
+
+    def build_term(self, seed: int = 0) -> RetentionTerm | None:
+        """The loss term λ·R(θ), or None for methods that add none (scratch, finetune, em)."""
+        return None
