@@ -1,4 +1,5 @@
-"""RLlib side of retention: PPO/APPO/SAC learners, pretrained loading, EM replay, config checks."""
+"""RLlib side of retention: PPO/APPO/SAC learners, pretrained loading, EM replay, config checks,
+the learner's checkpointed term state and each critic's own L2 penalty."""
 from __future__ import annotations
 
 import os
@@ -16,17 +17,13 @@ from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
 
-from ftcl.algorithms import (
-    ALGORITHM_CONFIGS,
-    RETENTION_CONFIG_KEY,
-    ProtectedMemoryEpisodeReplayBuffer,
-    RetentionPPO,
-    RetentionPPOConfig,
-    RetentionSACConfig,
-)
-from ftcl.algorithms.retention_learner import split_actor_critic_parameters
+from ftcl.algorithms import algorithm_config_class
+from ftcl.algorithms.ppo import RetentionPPO, RetentionPPOConfig
+from ftcl.algorithms.retention_algorithm import RETENTION_CONFIG_KEY
+from ftcl.algorithms.sac import RetentionSACConfig
+from ftcl.algorithms.transition_replay import TransitionReplay
 from ftcl.pretrain.data import collect_policy_data, load_retention_data, save_retention_data
-from ftcl.retention import build_term
+from ftcl.retention.registry import parse_method
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +46,7 @@ def ray_session():
 def base_config(algorithm: str):
     """A tiny config: 8-unit nets, no remote EnvRunners, small batches."""
     config = (
-        ALGORITHM_CONFIGS[algorithm]()
+        algorithm_config_class(algorithm)()
         .environment(ENVS[algorithm])
         .env_runners(num_env_runners=0, rollout_fragment_length=32)
         .rl_module(model_config={"fcnet_hiddens": [8]})
@@ -127,15 +124,30 @@ def gradients(learner, batch, seed: int = 0) -> dict[str, torch.Tensor]:
     return {name: by_id[id(p)].clone() for name, p in module.named_parameters() if id(p) in by_id}
 
 
-def drift_actor_(learner, scale: float = 0.2) -> None:
-    """Move the actor away from θ* as fine-tuning would (every term has zero gradient at θ*)."""
+def actor_and_critic(module) -> tuple[list[str], list[str]]:
+    """Parameter names of the actor and of the critics, as the module's RetentionPolicyAPI says."""
+    return list(module.actor_parameters()), list(module.critic_parameters())
+
+
+def use_method(learner, method: dict, data) -> None:
+    """Switch the learner to another method and prepare it at the module's current weights."""
+    learner.retention_method = parse_method(method)
+    learner.retention_term = learner.retention_method.build_term(seed=0)
+    learner.prepare_retention(data)
+
+
+def drift_(learner, part: str = "actor", scale: float = 0.2) -> None:
+    """Move the actor (or critic) away from θ* as fine-tuning would (every term has zero gradient at θ*)."""
     module = learner.module[DEFAULT_MODULE_ID].unwrapped()
-    actor, _ = split_actor_critic_parameters(module)
+    names = actor_and_critic(module)[0 if part == "actor" else 1]
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for name, parameter in module.named_parameters():
-            if name in actor:
+            if name in names:
                 parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+
+
+drift_actor_ = drift_
 
 
 # ---------------------------------------------------------------- θ*, teacher, env runners
@@ -150,13 +162,13 @@ def test_theta_star_and_teacher_are_the_restored_pretrained_weights(algorithm, p
             if name in expected:
                 torch.testing.assert_close(parameter.detach(), expected[name])
         teacher = dict(learner.retention_teacher.named_parameters())
-        for name in split_actor_critic_parameters(module)[0]:
+        for name in actor_and_critic(module)[0]:
             torch.testing.assert_close(teacher[name], expected[name])
         runner_state = algo.env_runner.module.get_state()
         for name, value in runner_state.items():
             if name in expected:
                 np.testing.assert_allclose(np.asarray(value), expected[name].numpy(), rtol=1e-6)
-        checksum = sum(float(expected[n].double().sum()) for n in split_actor_critic_parameters(module)[0])
+        checksum = sum(float(expected[n].double().sum()) for n in actor_and_critic(module)[0])
         assert algo.retention_summaries[0]["theta_star_checksum"] == pytest.approx(checksum, rel=1e-6)
     finally:
         algo.stop()
@@ -172,8 +184,7 @@ def test_ewc_anchor_and_bc_labels_come_from_theta_star_not_a_fresh_init(pretrain
         assert set(learner.retention_term.anchor) == {
             n for n in expected if n.startswith(("pi.", "encoder.actor_encoder."))
         }
-        learner.retention_term = build_term(TERMS["bc"])
-        learner.prepare_retention(load_retention_data(pretrained["ppo"]["data"]))
+        use_method(learner, TERMS["bc"], load_retention_data(pretrained["ppo"]["data"]))
         term = learner.retention_term
         data = load_retention_data(pretrained["ppo"]["data"])
         # the data file stores π*'s outputs at collection time; the buffer labels must match them
@@ -203,11 +214,10 @@ def test_every_term_changes_actor_gradients_and_leaves_critic_gradients_alone(al
         data = load_retention_data(pretrained[algorithm]["data"])
         batch = train_batch(algo, algorithm)
         module = learner.module[DEFAULT_MODULE_ID].unwrapped()
-        actor, critic = split_actor_critic_parameters(module)
+        actor, critic = actor_and_critic(module)
         assert actor and critic
         for term_name, method in TERMS.items():
-            learner.retention_term = build_term(method)
-            learner.prepare_retention(data)  # at θ*
+            use_method(learner, method, data)  # at θ*
             drift_actor_(learner)
             with_term = gradients(learner, batch)
             coeff = learner.retention_term.coeff
@@ -232,7 +242,7 @@ def test_sac_policy_optimizer_step_includes_the_term(pretrained):
         batch = train_batch(algo, "sac")
         state = learner.get_state()
         module = learner.module[DEFAULT_MODULE_ID].unwrapped()
-        actor, critic = split_actor_critic_parameters(module)
+        actor, critic = actor_and_critic(module)
 
         def update_and_read(coeff: float) -> dict[str, torch.Tensor]:
             learner.set_state(state)
@@ -256,7 +266,7 @@ def test_skip_train_and_critic_warmup_gate_updates(pretrained):
     try:
         learner = algo.learner_group._learner
         module = learner.module[DEFAULT_MODULE_ID].unwrapped()
-        actor, critic = split_actor_critic_parameters(module)
+        actor, critic = actor_and_critic(module)
         batch = ray.rllib.policy.sample_batch.MultiAgentBatch(train_batch(algo, "ppo"), env_steps=64)
 
         def changed_after_update(env_step: int) -> set[str]:
@@ -302,14 +312,14 @@ def test_sac_episodic_memory_is_protected_and_mixed_into_minibatches(pretrained)
     algo = build("sac", {"name": "em", "memory_size": 200}, pretrained, replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": 600})
     try:
         buffer = algo.local_replay_buffer
-        assert isinstance(buffer, ProtectedMemoryEpisodeReplayBuffer)
+        assert isinstance(buffer, TransitionReplay)
         assert buffer.num_protected_timesteps == 200
         protected_obs = {tuple(np.round(o, 5)) for o in load_retention_data(pretrained["sac"]["data"])["obs"][:200]}
         for _ in range(4):  # 4 x 400 online steps into a 400-step FIFO
             buffer.add(algo.env_runner.sample(num_timesteps=400, random_actions=True))
-        assert buffer.num_protected_timesteps == 200 and buffer.get_num_timesteps() <= 400
-        sample = buffer.sample(num_items=4000, n_step=1, sample_episodes=True, gamma=0.99)
-        from_memory = np.mean([tuple(np.round(e.get_observations(0), 5)) in protected_obs for e in sample])
+        assert buffer.num_protected_timesteps == 200 and buffer.get_num_timesteps() == 400
+        rows = buffer.sample_rows(num_minibatches=125, minibatch_size=32)
+        from_memory = np.mean([tuple(np.round(o, 5)) in protected_obs for o in rows["obs"]])
         share = 200 / (200 + buffer.get_num_timesteps())
         assert abs(from_memory - share) < 5 * np.sqrt(share * (1 - share) / 4000)
         result = algo.train()  # the whole SAC loop runs on the mixed buffer
@@ -329,7 +339,7 @@ def test_retention_settings_survive_dict_round_trip(pretrained):
     as_dict = config.to_dict()
     restored = RetentionPPO.get_default_config().update_from_dict(as_dict)
     assert restored.learner_config_dict[RETENTION_CONFIG_KEY] == config.learner_config_dict[RETENTION_CONFIG_KEY]
-    assert restored.learner_config_dict[RETENTION_CONFIG_KEY]["method"]["buffer_size"] == 64
+    assert restored.learner_config_dict[RETENTION_CONFIG_KEY].method.buffer_size == 64
     assert isinstance(RetentionPPOConfig.from_dict(as_dict), RetentionPPOConfig)
 
 
@@ -349,6 +359,11 @@ def test_bad_retention_settings_fail_before_training(pretrained, tmp_path):
         base_config("sac").retention(method={"name": "em", "memory_size": 10}, pretrained_module_path=pretrained["sac"]["module"], retention_data_path=tmp_path / "no_next.npz")
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         base_config("ppo").retention(method={"name": "bc", "buffer_size": 10}, pretrained_module_path=art["module"], retention_data_path=tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="not an RLModule checkpoint"):
+        base_config("ppo").retention(method={"name": "finetune"}, pretrained_module_path=tmp_path)
+    (tmp_path / "corrupt.npz").write_bytes(b"not a zip archive")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        base_config("ppo").retention(method={"name": "bc", "buffer_size": 10}, pretrained_module_path=art["module"], retention_data_path=tmp_path / "corrupt.npz")
     # scratch needs nothing
     base_config("ppo").retention(method={"name": "scratch"})
 
@@ -390,7 +405,7 @@ def test_custom_linear_policy_module_gets_actor_pi_and_critic_vf(tmp_path):
     algo = config.build_algo()
     try:
         learner = algo.learner_group._learner
-        actor, critic = split_actor_critic_parameters(learner.module[DEFAULT_MODULE_ID].unwrapped())
+        actor, critic = actor_and_critic(learner.module[DEFAULT_MODULE_ID].unwrapped())
         assert actor == ["pi.weight", "pi.bias"] and critic and all(n.startswith("vf") for n in critic)
         torch.testing.assert_close(learner.retention_term.anchor["pi.weight"], theta_star["pi.weight"])
         assert float(learner.retention_term.importance["pi.weight"].sum()) > 0
@@ -398,3 +413,57 @@ def test_custom_linear_policy_module_gets_actor_pi_and_critic_vf(tmp_path):
         assert result["learners"][DEFAULT_MODULE_ID]["retention_ewc_loss"] >= 0.0
     finally:
         algo.stop()
+
+
+def test_a_module_without_the_retention_policy_api_is_refused_with_its_name():
+    from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    config = base_config("ppo").rl_module(rl_module_spec=RLModuleSpec(module_class=DefaultPPOTorchRLModule))
+    with pytest.raises(Exception, match="DefaultPPOTorchRLModule.*RetentionPolicyAPI"):
+        config.retention(method={"name": "scratch"}).build_algo()
+
+
+# ---------------------------------------------------------------- fixes: critic penalty once, λ_t in the checkpoint
+def test_sac_l2_critic_penalty_reaches_each_q_network_once(pretrained):
+    """∂/∂φ of λ_c Σ(φ−φ*)² is 2λ_c(φ−φ*) for both Q-networks (RLlib shares p.grad across its
+    per-optimizer backward passes: the whole penalty in both losses would double the first's)."""
+    critic_coeff = 3.0
+    algo = build("sac", {"name": "l2", "coeff": 0.0, "critic_coeff": critic_coeff}, pretrained)
+    try:
+        learner = algo.learner_group._learner
+        drift_(learner, part="critic")
+        batch = train_batch(algo, "sac")
+        module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+        anchor = learner.retention_term.anchor
+        with_penalty = gradients(learner, batch)
+        learner.retention_term.critic_coeff = 0.0
+        without_penalty = gradients(learner, batch)
+        names = actor_and_critic(module)[1]
+        assert any(n.startswith("qf_twin") for n in names) and any(n.startswith("qf.") for n in names)
+        for name, parameter in module.named_parameters():
+            if name in names:
+                expected = 2 * critic_coeff * (parameter.detach() - anchor[name])
+                torch.testing.assert_close(with_penalty[name] - without_penalty[name], expected, msg=name)
+    finally:
+        algo.stop()
+
+
+def test_kickstarting_coefficient_survives_a_checkpoint(pretrained, tmp_path):
+    algo = build("ppo", TERMS["ks"], pretrained)
+    try:
+        algo.train()
+        decayed = algo.learner_group._learner.retention_term.coeff
+        steps = algo.learner_group._learner.retention_term.num_optimizer_steps
+        assert 0.1 < decayed < 5.0 and steps >= 2
+        algo.save_to_path(tmp_path / "checkpoint")
+    finally:
+        algo.stop()
+    resumed = build("ppo", TERMS["ks"], pretrained)
+    try:
+        assert resumed.learner_group._learner.retention_term.coeff == 5.0  # λ_0 before the restore
+        resumed.restore_from_path(tmp_path / "checkpoint")
+        term = resumed.learner_group._learner.retention_term
+        assert term.coeff == pytest.approx(decayed) and term.num_optimizer_steps == steps
+    finally:
+        resumed.stop()

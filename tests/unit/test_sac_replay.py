@@ -1,11 +1,12 @@
-"""The throughput paths compute what RLlib's straightforward paths compute, on fixed inputs.
+"""RetentionSAC's replay path and its RLlib overrides compute what RLlib computes, on fixed inputs.
 
-* `FusedChecksLearnerMixin` (fused finiteness check, in-place Polyak) vs RLlib's own
-  `apply_gradients` / `after_gradient_based_update`: bitwise-equal parameters after updates;
-* the flat replay batch vs the learner-connector batch from the same sampled transitions:
-  equal columns and equal SAC losses; stage_done rows terminal as `StageDoneAsTerminal` makes them;
+* the overrides (fused finiteness check, in-place Polyak) vs RLlib's own `apply_gradients` /
+  `after_gradient_based_update`: bitwise-equal parameters after updates;
+* the transition-replay train batch vs what RLlib's SAC learner connector builds from the same
+  sampled transitions: equal columns and equal SAC losses; stage_done rows terminal (paper §2.3);
 * `update_on_minibatches` vs one `Learner.update` per minibatch: equal parameters;
-* `FlatTransitionReplay`: FIFO eviction, protected partition kept and mixed in.
+* `TransitionReplay`: FIFO eviction, protected partition kept and mixed in; one gradient step
+  per env step; what it refuses.
 """
 from __future__ import annotations
 
@@ -30,16 +31,14 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
 from ray.rllib.utils.torch_utils import update_target_network
 
-from ftcl.algorithms import RetentionSACConfig
-from ftcl.algorithms.fast_learner import all_finite, polyak_update_
-from ftcl.algorithms.fast_replay import (
-    FlatTransitionReplay,
-    check_flat_replay_config,
+from ftcl.algorithms.rllib_overrides import all_finite, polyak_update_, update_on_minibatches
+from ftcl.algorithms.sac import RetentionSACConfig
+from ftcl.algorithms.transition_replay import (
+    TransitionReplay,
     episodes_to_transitions,
     rows_to_train_batch,
-    update_on_minibatches,
+    transition_terminals,
 )
-from ftcl.algorithms.stage_bootstrap import transition_terminals
 
 pytestmark = pytest.mark.slow
 BATCH = 32
@@ -53,7 +52,7 @@ def ray_session():
     ray.shutdown()
 
 
-def sac_config(flat_replay: bool = False, rollout_fragment_length: int = 1):
+def sac_config(rollout_fragment_length: int = 1):
     return (
         RetentionSACConfig()
         .environment("Pendulum-v1")
@@ -67,7 +66,6 @@ def sac_config(flat_replay: bool = False, rollout_fragment_length: int = 1):
             training_intensity=BATCH if rollout_fragment_length > 1 else None,
             lr=None, actor_lr=3e-3, critic_lr=3e-3, alpha_lr=3e-3,
         )
-        .throughput(flat_replay=flat_replay)
         .debugging(seed=0)
     )
 
@@ -181,8 +179,8 @@ def test_fused_learner_zeroes_non_finite_gradients_like_rllib(algo):
     restore(learner, state)
 
 
-# ---------------------------------------------------------------- flat batch == connector batch
-def test_flat_batch_equals_learner_connector_batch_and_losses(algo):
+# ---------------------------------------------------------------- replay batch == RLlib connector batch
+def test_replay_batch_equals_rllib_learner_connector_batch_and_losses(algo):
     learner = algo.learner_group._learner
     episodes = sampled_one_step_episodes(algo)
     connector_batch = learner._make_batch_if_necessary(TrainingData(episodes=episodes)).policy_batches[DEFAULT_MODULE_ID]
@@ -205,7 +203,7 @@ def test_flat_batch_equals_learner_connector_batch_and_losses(algo):
     assert from_flat == from_connector
 
 
-def test_stage_done_rows_are_terminal_as_the_connector_makes_them():
+def test_stage_done_rows_are_terminal_except_at_a_truncation():
     episode = SingleAgentEpisode(
         observations=[np.full(3, i, np.float32) for i in range(5)],
         actions=[np.zeros(1, np.float32)] * 4,
@@ -248,10 +246,10 @@ def test_update_on_minibatches_equals_one_update_call_per_minibatch(algo):
     restore(learner, state)
 
 
-def test_flat_replay_algorithm_takes_one_gradient_step_per_env_step():
-    algorithm = sac_config(flat_replay=True, rollout_fragment_length=8).build_algo()
+def test_sac_takes_one_gradient_step_per_env_step_on_transition_replay():
+    algorithm = sac_config(rollout_fragment_length=8).build_algo()
     try:
-        assert isinstance(algorithm.local_replay_buffer, FlatTransitionReplay)
+        assert isinstance(algorithm.local_replay_buffer, TransitionReplay)
         result = algorithm.train()
         learner = algorithm.learner_group._learner
         (alpha_optimizer,) = [o for name, o in learner.get_optimizers_for_module(DEFAULT_MODULE_ID) if name == "alpha"]
@@ -263,13 +261,13 @@ def test_flat_replay_algorithm_takes_one_gradient_step_per_env_step():
         algorithm.stop()
 
 
-def test_flat_replay_rejects_what_it_does_not_support():
-    config = sac_config(flat_replay=True)
-    config.n_step = 3
+def test_sac_rejects_what_its_replay_does_not_support():
     with pytest.raises(ValueError, match="n_step"):
-        check_flat_replay_config(config)
+        sac_config(rollout_fragment_length=8).training(n_step=3).validate()
     with pytest.raises(ValueError, match="num_learners"):
-        sac_config(flat_replay=True).learners(num_learners=1).validate()
+        sac_config().learners(num_learners=1).validate()
+    with pytest.raises(ValueError, match="PrioritizedEpisodeReplayBuffer"):
+        sac_config().training(replay_buffer_config={"type": "PrioritizedEpisodeReplayBuffer", "capacity": 100}).validate()
 
 
 # ---------------------------------------------------------------- the buffer
@@ -281,8 +279,8 @@ def transitions(start: int, count: int) -> dict[str, np.ndarray]:
     }
 
 
-def test_flat_replay_is_fifo_and_keeps_the_protected_partition():
-    buffer = FlatTransitionReplay(capacity=150, protected_capacity=50, seed=0)
+def test_transition_replay_is_fifo_and_keeps_the_protected_partition():
+    buffer = TransitionReplay(capacity=150, protected_capacity=50, seed=0)
     protected = {key: value for key, value in transitions(-1000, 80).items() if key != "stage_done_only"}
     protected["truncateds"] = np.zeros(80, bool)
     assert buffer.add_protected_transitions(protected) == 50
@@ -295,6 +293,6 @@ def test_flat_replay_is_fifo_and_keeps_the_protected_partition():
     from_protected = float((rows["obs"][:, 0] < 0).mean())
     assert abs(from_protected - 50 / 150) < 0.03
     assert set(rows["obs"][rows["obs"][:, 0] >= 0, 0].tolist()) <= online
-    plain = FlatTransitionReplay(capacity=10, seed=0)
+    plain = TransitionReplay(capacity=10, seed=0)
     plain.add_transitions(transitions(0, 25))
     assert sorted(plain.online["obs"][:, 0].tolist()) == list(range(15, 25))
