@@ -121,9 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--tracking-uri", default=None)
 
     sub.add_parser(
-        "bench", help="throughput benchmark: env rates, plain PyTorch, ftcl, Stable-Baselines3 (not in CI)",
+        "bench", help="throughput benchmarks in the repository's benchmarks/ folder: env rates, plain PyTorch, "
+        "ftcl, Stable-Baselines3 (not in CI)",
         add_help=False,
-        description="Run `ftcl bench --help` for its options.",
+        description="Runs benchmarks/run.py of the repository checkout; `ftcl bench --help` lists its options.",
     )
 
     sub.add_parser(
@@ -142,7 +143,7 @@ def _load(spec_path: str, overrides: list[str]):
 
 
 def cmd_validate(args) -> int:
-    from ftcl.runner import plan_trials
+    from ftcl.plan import plan_trials
 
     spec = _load(args.spec, args.overrides)
     stages = (["pretrain"] if spec.pretrained.train else []) + ["finetune"]
@@ -171,7 +172,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from ftcl.runner import ExperimentInterrupted, export_pretrained_artifacts, run_experiment
+    from ftcl.pretrain.export import export_pretrained_artifacts
+    from ftcl.runner import ExperimentInterrupted, run_experiment
     from ftcl.spec import REPO_ROOT
     from ftcl.tracking.store import ftcl_home
 
@@ -252,7 +254,7 @@ def cmd_ui(args) -> int:
 
 def cmd_list(args) -> int:
     from ftcl.envs.registry import ENVS
-    from ftcl.retention.config import METHOD_NAMES
+    from ftcl.retention.registry import METHOD_NAMES
     from ftcl.spec import ALGORITHMS, available_method_presets, available_presets, available_specs
     from ftcl.tracking.dashboard import available_layouts
 
@@ -276,8 +278,17 @@ def main(argv: list[str] | None = None) -> int:
     from ftcl.spec import SpecError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # its own options, parsed by ftcl.bench
-        from ftcl.bench import main as bench_main
+    if argv[:1] == ["bench"]:  # its own options, parsed by benchmarks/run.py at the repository root
+        import ftcl
+
+        root = Path(ftcl.__file__).resolve().parents[1]
+        if not (root / "benchmarks" / "run.py").is_file():
+            return _fail(f"bench: no benchmarks/ folder next to the ftcl package (looked in {root}); the benchmarks "
+                         "ship with the repository, not the installed package: use a checkout installed with "
+                         "`pip install -e .` (make setup)")
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        from benchmarks.run import main as bench_main
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)

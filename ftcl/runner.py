@@ -232,6 +232,16 @@ def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: st
         )
 
 
+def trial_environment() -> dict[str, str]:
+    """Environment variables every trial process gets: the ftcl home and extra retention-method files."""
+    from ftcl.retention.registry import METHOD_FILES_VARIABLE
+
+    variables = {"FTCL_HOME": str(store.ftcl_home())}
+    if os.environ.get(METHOD_FILES_VARIABLE):
+        variables[METHOD_FILES_VARIABLE] = os.environ[METHOD_FILES_VARIABLE]
+    return variables
+
+
 def run_experiment(
     spec: ExperimentSpec, address: str | None = None, resume: bool = False, pretrain_only: bool = False
 ) -> Path:
@@ -261,7 +271,7 @@ def run_experiment(
     else:
         # address="local": always a fresh Ray of our own, even if another cluster runs on this machine.
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True,
-                 runtime_env={"env_vars": {"FTCL_HOME": str(store.ftcl_home())}})
+                 runtime_env={"env_vars": trial_environment()})
     try:
         if spec.pretrained.train is not None and not _stage_complete(experiment_dir, spec):
             _run_stage(spec, "pretrain", experiment_dir, group, resume)

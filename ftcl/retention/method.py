@@ -62,6 +62,16 @@ class RetentionMethod(BaseModel):
     needs_teacher: ClassVar[bool] = False
     """True if the term compares π_θ with a frozen copy of π* on online states (kickstarting)."""
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its config dict, parsed again by the registry where it is unpickled.
+
+        A method from a file outside the package (`FTCL_METHOD_FILES`) has no importable module
+        path; the receiving process (a Ray worker) loads it through its own registry instead.
+        """
+        from ftcl.retention.registry import parse_method
+
+        return (parse_method, (self.model_dump(),))
+
     @property
     def display_name(self) -> str:
         return self.label or self.name  # type: ignore[attr-defined]
