@@ -22,7 +22,7 @@ from ray import tune
 
 from ftcl.plan import TrialPlan, pi_star_paths, pretrained_paths, trial_spec
 from ftcl.pretrain.export import export_pretrained
-from ftcl.runner import build_algorithm_config, register_envs
+from ftcl.trial_config import build_algorithm_config, register_envs
 from ftcl.spec import ExperimentSpec
 
 
@@ -100,7 +100,7 @@ class FtclTrainable(tune.Trainable):
         """
         if self.expert_rows is None:
             from ftcl.evaluation.likelihood import suite_rows
-            from ftcl.pretrain.data import load_retention_data
+            from ftcl.data.retention_data import load_retention_data
 
             names = self.trial.evaluation.log_likelihood_suites
             if not names:

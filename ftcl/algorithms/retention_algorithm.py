@@ -21,7 +21,7 @@ from typing import Any
 
 from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 
-from ftcl.pretrain.data import check_retention_shapes, load_retention_data, retention_data_shapes
+from ftcl.data.retention_data import check_retention_shapes, load_retention_data, retention_data_shapes
 from ftcl.retention.method import RetentionMethod
 from ftcl.retention.registry import parse_method
 
@@ -82,7 +82,7 @@ def check_retention_settings(settings: RetentionSettings, algorithm: str, off_po
         if not settings.retention_data_path:
             raise ValueError(
                 f"retention method '{name}' needs retention_data_path (an .npz with keys {list(needs.keys)} "
-                "written by ftcl.pretrain.data.save_retention_data)"
+                "written by ftcl.data.retention_data.save_retention_data)"
             )
         shapes = retention_data_shapes(settings.retention_data_path)
         check_retention_shapes(shapes, needs.keys, min_rows=needs.min_rows,

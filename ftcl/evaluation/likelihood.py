@@ -9,7 +9,7 @@ during fine-tuning. At env step 0 a fine-tuning trial is π* itself, so ℓ(θ*)
 log-likelihood of its sampled actions; under plain fine-tuning ℓ collapses on the FAR states (e.g.
 the push-wall stage) long before the agent gets there again.
 
-The data are the retention file written by `ftcl.pretrain.data` (keys `obs`, `actions`, ...); the
+The data are the retention file of `ftcl.data.retention_data` (keys `obs`, `actions`, ...); the
 rows of a suite are those the env's `suite_state_mask` selects (RoboticSequence: the suite's stages
 by the observation's one-hot; other envs: every row), capped at `MAX_ROWS_PER_SUITE` evenly spaced
 rows so that evaluation stays fast.

@@ -1,8 +1,6 @@
-"""Pre-training data for retention methods: transitions collected by π*, stored as one .npz.
+"""Collecting π*'s retention data: its transitions and distribution inputs, rolled out in the env.
 
-Keys (one row per transition): obs, actions, rewards, next_obs, terminateds, truncateds, and
-action_dist_inputs (π*'s distribution inputs at obs). BC and EWC read `obs` (EWC with
-`fisher_labels: dataset` also `actions`); EM reads the full transitions.
+The rows have the keys of `ftcl.data.retention_data` (saved there as one .npz).
 
 Actions are stored as the policy emits them (for a Box action space with normalised actions:
 in [-1, 1], as RLlib's episodes and replay buffers keep them); the env receives them rescaled
@@ -10,16 +8,13 @@ to its bounds, as RLlib's module-to-env connector does.
 """
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-TRANSITION_KEYS = ("obs", "actions", "rewards", "next_obs", "terminateds", "truncateds")
-ALL_KEYS = TRANSITION_KEYS + ("action_dist_inputs",)
+from ftcl.data.retention_data import ALL_KEYS
 
 
 def _env_action(action: np.ndarray, space: gym.Space, normalize_actions: bool) -> Any:
@@ -106,78 +101,3 @@ def collect_transitions(
     # the last row ends the collection: mark it truncated so episodes never run across files
     rows["truncateds"][-1] = np.bool_(True) if not rows["terminateds"][-1] else rows["truncateds"][-1]
     return {key: np.stack(values) for key, values in rows.items()}
-
-
-def check_retention_shapes(
-    shapes: Mapping[str, tuple[int, ...]],
-    required_keys: Iterable[str],
-    min_rows: int = 1,
-    source: str = "retention data",
-) -> None:
-    """Raise ValueError naming missing keys, ragged arrays, or too few rows (from array shapes)."""
-    required = list(required_keys)
-    missing = [key for key in required if key not in shapes]
-    if missing:
-        raise ValueError(f"{source} lacks key(s) {missing}; present: {sorted(shapes)}")
-    lengths = {key: (shape[0] if shape else 0) for key, shape in shapes.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"{source} has arrays of different lengths: {lengths}")
-    rows = next(iter(lengths.values()), 0)
-    if rows < min_rows:
-        raise ValueError(f"{source} holds {rows} rows; at least {min_rows} are needed")
-
-
-def check_retention_data(
-    data: Mapping[str, np.ndarray],
-    required_keys: Iterable[str],
-    min_rows: int = 1,
-    source: str = "retention data",
-) -> None:
-    """`check_retention_shapes` on loaded arrays."""
-    check_retention_shapes({key: np.shape(value) for key, value in data.items()}, required_keys, min_rows, source)
-
-
-def retention_data_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """Key -> array shape of an .npz, read from the array headers only (no array is loaded).
-
-    ValueError names a file that is not a readable .npz; FileNotFoundError a missing one.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"retention data file not found: {path}")
-    shapes: dict[str, tuple[int, ...]] = {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.namelist():
-                if not member.endswith(".npy"):
-                    continue
-                with archive.open(member) as stream:
-                    major, _ = np.lib.format.read_magic(stream)
-                    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                    shape, _, _ = read_header(stream)
-                shapes[member[: -len(".npy")]] = tuple(shape)
-    except (zipfile.BadZipFile, ValueError, OSError) as error:
-        raise ValueError(f"retention data {path} is not a readable .npz ({error})") from None
-    return shapes
-
-
-def save_retention_data(path: str | Path, data: Mapping[str, np.ndarray]) -> Path:
-    """Write `data` to a compressed .npz (after checking the transition keys); returns the path."""
-    check_retention_data(data, ("obs",), source="data to save")
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise ValueError(f"retention data files end in .npz; got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.stem + ".partial.npz")
-    np.savez_compressed(temporary, **{key: np.asarray(value) for key, value in data.items()})
-    temporary.replace(path)  # nothing half-written under the final name
-    return path
-
-
-def load_retention_data(path: str | Path) -> dict[str, np.ndarray]:
-    """Read an .npz written by `save_retention_data` (FileNotFoundError names the path)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"retention data file not found: {path}")
-    with np.load(path, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}

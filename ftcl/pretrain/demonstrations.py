@@ -25,7 +25,8 @@ import gymnasium as gym
 import numpy as np
 
 from ftcl.plan import TrialPlan, demonstrations_path
-from ftcl.pretrain.data import collect_transitions, save_retention_data
+from ftcl.data.retention_data import save_retention_data
+from ftcl.pretrain.data import collect_transitions
 from ftcl.spec import ExperimentSpec
 
 SQUASH_EPSILON = 1e-2

@@ -32,7 +32,8 @@ def export_pretrained(algo: Algorithm, spec: ExperimentSpec, trial: ExperimentSp
     """Write π* (RLModule checkpoint), its retention data and a provenance file for one variant."""
     from ftcl.envs.registry import ENVS
     from ftcl.evaluation.suites import evaluate_policy
-    from ftcl.pretrain.data import collect_policy_data, save_retention_data
+    from ftcl.data.retention_data import save_retention_data
+    from ftcl.pretrain.data import collect_policy_data
     from ftcl.pretrain.demonstrations import pretraining_method
 
     out = pretrained_dir(experiment_dir, plan.variant_index)

@@ -32,7 +32,7 @@ class TermInputs:
 
 
 RetentionData = Mapping[str, np.ndarray]
-"""Pre-training data as written by `ftcl.pretrain.data` (keys obs, actions, ...)."""
+"""Pre-training data as written by `ftcl.data.retention_data` (keys obs, actions, ...)."""
 
 
 class RetentionTerm(abc.ABC):

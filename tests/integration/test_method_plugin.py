@@ -2,9 +2,7 @@
 package (`FTCL_METHOD_FILES`), is listed by `ftcl list`, validated in specs and trained by `ftcl run`."""
 from __future__ import annotations
 
-import os
 import textwrap
-from pathlib import Path
 
 import pytest
 import yaml

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ftcl.pretrain.data import ALL_KEYS, load_retention_data
+from ftcl.data.retention_data import ALL_KEYS, load_retention_data
 from ftcl.spec import REPO_ROOT, load_spec
 from ftcl.tracking.store import sha256_of
 from ftcl_cli import mlflow_client

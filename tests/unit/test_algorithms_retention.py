@@ -22,7 +22,8 @@ from ftcl.algorithms.ppo import RetentionPPO, RetentionPPOConfig
 from ftcl.algorithms.retention_algorithm import RETENTION_CONFIG_KEY
 from ftcl.algorithms.sac import RetentionSACConfig
 from ftcl.algorithms.transition_replay import TransitionReplay
-from ftcl.pretrain.data import collect_policy_data, load_retention_data, save_retention_data
+from ftcl.data.retention_data import load_retention_data, save_retention_data
+from ftcl.pretrain.data import collect_policy_data
 from ftcl.retention.registry import parse_method
 
 pytestmark = pytest.mark.slow

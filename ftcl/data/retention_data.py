@@ -1,0 +1,93 @@
+"""π*'s retention data file: one .npz of transitions, and the checks that read only its headers.
+
+Keys (one row per transition): obs, actions, rewards, next_obs, terminateds, truncateds, and
+action_dist_inputs (π*'s distribution inputs at obs). What a method reads is what it declares
+(`RetentionMethod.data_needs`): BC and EWC `obs` (EWC with `fisher_labels: dataset` also
+`actions`, BC with `teacher_labels: dataset` `action_dist_inputs`); EM the full transitions.
+Written by `ftcl.pretrain.data` (π*'s rollouts) and `ftcl.pretrain.demonstrations`.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+TRANSITION_KEYS = ("obs", "actions", "rewards", "next_obs", "terminateds", "truncateds")
+ALL_KEYS = TRANSITION_KEYS + ("action_dist_inputs",)
+
+
+def check_retention_shapes(
+    shapes: Mapping[str, tuple[int, ...]],
+    required_keys: Iterable[str],
+    min_rows: int = 1,
+    source: str = "retention data",
+) -> None:
+    """Raise ValueError naming missing keys, ragged arrays, or too few rows (from array shapes)."""
+    required = list(required_keys)
+    missing = [key for key in required if key not in shapes]
+    if missing:
+        raise ValueError(f"{source} lacks key(s) {missing}; present: {sorted(shapes)}")
+    lengths = {key: (shape[0] if shape else 0) for key, shape in shapes.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{source} has arrays of different lengths: {lengths}")
+    rows = next(iter(lengths.values()), 0)
+    if rows < min_rows:
+        raise ValueError(f"{source} holds {rows} rows; at least {min_rows} are needed")
+
+
+def check_retention_data(
+    data: Mapping[str, np.ndarray],
+    required_keys: Iterable[str],
+    min_rows: int = 1,
+    source: str = "retention data",
+) -> None:
+    """`check_retention_shapes` on loaded arrays."""
+    check_retention_shapes({key: np.shape(value) for key, value in data.items()}, required_keys, min_rows, source)
+
+
+def retention_data_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Key -> array shape of an .npz, read from the array headers only (no array is loaded).
+
+    ValueError names a file that is not a readable .npz; FileNotFoundError a missing one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"retention data file not found: {path}")
+    shapes: dict[str, tuple[int, ...]] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with archive.open(member) as stream:
+                    major, _ = np.lib.format.read_magic(stream)
+                    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    shape, _, _ = read_header(stream)
+                shapes[member[: -len(".npy")]] = tuple(shape)
+    except (zipfile.BadZipFile, ValueError, OSError) as error:
+        raise ValueError(f"retention data {path} is not a readable .npz ({error})") from None
+    return shapes
+
+
+def save_retention_data(path: str | Path, data: Mapping[str, np.ndarray]) -> Path:
+    """Write `data` to a compressed .npz (after checking the transition keys); returns the path."""
+    check_retention_data(data, ("obs",), source="data to save")
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"retention data files end in .npz; got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.stem + ".partial.npz")
+    np.savez_compressed(temporary, **{key: np.asarray(value) for key, value in data.items()})
+    temporary.replace(path)  # nothing half-written under the final name
+    return path
+
+
+def load_retention_data(path: str | Path) -> dict[str, np.ndarray]:
+    """Read an .npz written by `save_retention_data` (FileNotFoundError names the path)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"retention data file not found: {path}")
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}

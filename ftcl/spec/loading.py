@@ -1,0 +1,170 @@
+"""Loading a spec: presets, the spec file, `--set` overrides, then validation and content checks.
+
+Loading order: presets listed under `presets:` (files in `tune_configs/presets/`, merged in order),
+then the spec file itself, then `--set key=value` overrides (dotted paths, values parsed as YAML),
+then validation of the whole result. Any error becomes one `SpecError` line that names the field,
+the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ftcl.envs.registry import ENVS
+from ftcl.spec.models import PRESET_DIR, REPO_ROOT, SPEC_DIR, ExperimentSpec, SpecError, _first_error, _set_dotted
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_yaml(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise SpecError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"{what} {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{what} {path} must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def available_method_presets() -> list[str]:
+    return sorted(p.stem for p in (PRESET_DIR / "methods").glob("*.yaml"))
+
+
+def _resolve_method_preset(entry: Any, index: int) -> Any:
+    """A method entry `{preset: NAME, ...}`: the preset file's fields, then the entry's own."""
+    if not isinstance(entry, dict) or "preset" not in entry:
+        return entry
+    entry = dict(entry)
+    name = entry.pop("preset")
+    path = PRESET_DIR / "methods" / f"{name}.yaml"
+    if not isinstance(name, str) or not path.is_file():
+        raise SpecError(
+            f"methods.{index}.preset: unknown method preset {name!r}; allowed: "
+            f"{', '.join(available_method_presets()) or '(none)'}"
+        )
+    return _deep_merge(_read_yaml(path, "method preset"), entry)
+
+
+def _resolve_presets(raw: dict, spec_path: Path) -> dict:
+    presets = raw.pop("presets", []) or []
+    if isinstance(presets, str):
+        presets = [presets]
+    merged: dict = {}
+    for name in presets:
+        path = PRESET_DIR / f"{name}.yaml"
+        if not path.is_file():
+            raise SpecError(f"presets: unknown preset {name!r}; allowed: {', '.join(available_presets()) or '(none)'}")
+        merged = _deep_merge(merged, _read_yaml(path, "preset"))
+    merged = _deep_merge(merged, raw)
+    if isinstance(merged.get("methods"), list):
+        merged["methods"] = [_resolve_method_preset(m, i) for i, m in enumerate(merged["methods"])]
+    # Relative paths in a spec are relative to the spec file's folder.
+    pretrained = merged.get("pretrained") or {}
+    for key in ("module", "data"):
+        if isinstance(pretrained.get(key), str) and not Path(pretrained[key]).is_absolute():
+            candidate = (spec_path.parent / pretrained[key]).resolve()
+            repo_candidate = (REPO_ROOT / pretrained[key]).resolve()
+            pretrained[key] = str(candidate if candidate.exists() or not repo_candidate.exists() else repo_candidate)
+    return merged
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    """Parse `key=value` strings; values are YAML (so `3`, `1e-4`, `[0,1]`, `true` are typed)."""
+    parsed = []
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key or not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+            raise SpecError(f"--set {pair!r}: expected KEY=VALUE with a dotted KEY such as budget.env_steps=20000")
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        parsed.append((key, value))
+    return parsed
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    """Load, merge presets, apply `--set` overrides and validate; raises SpecError."""
+    spec_path = Path(path)
+    raw = _read_yaml(spec_path, "spec")
+    try:
+        raw = _resolve_presets(raw, spec_path)
+        for key, value in parse_overrides(overrides or []):
+            _set_dotted(raw, key, value)
+    except SpecError as error:
+        raise SpecError(f"{spec_path}: {error}") from None
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(f"{spec_path}: {_first_error(error)}") from None
+    _check_grid(spec, spec_path)
+    _check_files(spec, spec_path)
+    _check_suites(spec, spec_path)
+    return spec
+
+
+def _check_grid(spec: ExperimentSpec, spec_path: Path) -> None:
+    for key, values in spec.grid.items():
+        for value in values:
+            try:
+                spec.with_overrides({key: value})
+            except ValidationError as error:
+                raise SpecError(f"{spec_path}: grid {key}={value!r}: {_first_error(error)}") from None
+            except (SpecError, KeyError) as error:
+                raise SpecError(f"{spec_path}: grid {key}: {error}") from None
+
+
+def _check_files(spec: ExperimentSpec, spec_path: Path) -> None:
+    for key in ("module", "data"):
+        path = getattr(spec.pretrained, key)
+        if path is not None and not Path(path).exists():
+            raise SpecError(f"{spec_path}: pretrained.{key}: file not found: {path}")
+
+
+def _check_suites(spec: ExperimentSpec, spec_path: Path) -> None:
+    """`evaluation.suites` and `evaluation.log_likelihood_suites` name suites of the env; the latter
+    also need π*'s data."""
+    evaluation = spec.evaluation
+    if evaluation.log_likelihood_suites and spec.pretrained.data is None and spec.pretrained.train is None:
+        raise SpecError(
+            f"{spec_path}: evaluation.log_likelihood_suites: needs π*'s stored data; give `pretrained.data` "
+            "(with `pretrained.module`) or `pretrained.train`"
+        )
+    for field in ("suites", "log_likelihood_suites"):
+        names = getattr(evaluation, field)
+        if not names:
+            continue
+        if spec.env.name == "none":
+            raise SpecError(f"{spec_path}: evaluation.{field}: analytic toys have no evaluation suites")
+        allowed = ENVS[spec.env.name].suites_for(ENVS[spec.env.name].validate_options(spec.env.options))
+        for suite in names:
+            if suite not in allowed:
+                raise SpecError(
+                    f"{spec_path}: evaluation.{field}: unknown suite {suite!r} for env {spec.env.name!r}; "
+                    f"allowed: {', '.join(sorted(allowed)) or '(none)'}"
+                )
+
+
+def available_specs() -> list[str]:
+    return sorted(str(p.relative_to(REPO_ROOT)) for p in SPEC_DIR.rglob("*.yaml") if PRESET_DIR not in p.parents)
+
+
