@@ -8,10 +8,11 @@ import torch
 
 from ftcl.envs.robotic_sequence import RoboticSequenceEnv, ScriptedExpert, scripted_policy_class_name
 from ftcl.pretrain.demonstrations import SQUASH_EPSILON, collect_demonstrations, expert_distribution_inputs
-from ftcl.retention import BCTerm, TermInputs
-from ftcl.retention.config import needs_pretrained
+from ftcl.retention.bc import BCMethod, BCTerm
+from ftcl.retention.registry import parse_method
+from ftcl.retention.term import TermInputs
 from ftcl.spec import REPO_ROOT, SpecError, load_spec
-from test_retention_terms import TinyActorCritic, handle_for
+from test_retention_terms import TinyActorCritic
 
 
 def test_scripted_policy_names_follow_meta_world():
@@ -50,14 +51,13 @@ def test_expert_distribution_inputs_clip_before_atanh():
 
 
 def test_bc_with_dataset_labels_pulls_the_student_to_the_stored_labels():
-    module = TinyActorCritic(obs_dim=3, out_dim=4)  # [μ (2), log σ (2)]
-    handle = handle_for(module, "diag_gaussian")
+    module = TinyActorCritic(obs_dim=3, out_dim=4, kind="diag_gaussian")  # [μ (2), log σ (2)]
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(64, 3)).astype(np.float32)
     labels = np.concatenate([0.5 * obs[:, :2], np.full((64, 2), -1.0)], axis=1).astype(np.float32)
     data = {"obs": obs, "action_dist_inputs": labels}
-    term = BCTerm(1.0, buffer_size=64, batch_size=64, teacher_labels="dataset")
-    term.prepare(handle, data)
+    term = BCMethod(coeff=1.0, buffer_size=64, batch_size=64, teacher_labels="dataset").build_term(0)
+    term.prepare(module, data)
     assert torch.allclose(term.buffer_teacher_inputs, torch.as_tensor(labels)[torch.as_tensor(
         np.sort(np.random.default_rng(0).choice(64, 64, replace=False)))])
     optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
@@ -66,20 +66,28 @@ def test_bc_with_dataset_labels_pulls_the_student_to_the_stored_labels():
         optimizer.zero_grad()
         term.loss(TermInputs()).backward()
         optimizer.step()
+    assert first > 0.5  # the random init is far from the labels: the labels are not π*'s outputs
     assert term.loss(TermInputs()).item() < 0.1 * first
 
 
 def test_bc_with_dataset_labels_needs_the_labels():
     term = BCTerm(1.0, teacher_labels="dataset")
-    handle = handle_for(TinyActorCritic(3, 4), "diag_gaussian")
-    with pytest.raises(ValueError, match="action_dist_inputs"):
-        term.prepare(handle, {"obs": np.zeros((10, 3), dtype=np.float32)})
+    with pytest.raises((ValueError, KeyError), match="action_dist_inputs"):
+        term.prepare(TinyActorCritic(3, 4, kind="diag_gaussian"), {"obs": np.zeros((10, 3), dtype=np.float32)})
+    # the config says what it reads, so the data file is checked before a trial starts
+    assert "action_dist_inputs" in BCMethod(teacher_labels="dataset").data_needs().keys
+    with pytest.raises(ValueError, match="teacher_labels"):
+        BCTerm(1.0, teacher_labels="student")  # type: ignore[arg-type]
 
 
 def test_only_bc_with_dataset_labels_starts_without_pi_star():
+    def needs_pretrained(method: dict) -> bool:
+        return parse_method(method).starts_from_pretrained
+
     assert needs_pretrained({"name": "bc"}) and needs_pretrained({"name": "bc", "teacher_labels": "pretrained"})
     assert not needs_pretrained({"name": "bc", "teacher_labels": "dataset"})
     assert not needs_pretrained({"name": "scratch"}) and needs_pretrained({"name": "em"})
+    assert all(needs_pretrained({"name": name}) for name in ("finetune", "l2", "ewc", "ks"))
 
 
 def test_shipped_pretraining_spec_uses_demonstrations():

@@ -1,5 +1,6 @@
 """Multi-head SAC RLModule (paper §4.2 / Continual World networks) and no bootstrapping at stage
-boundaries (paper §2.3), on the real RoboticSequence env and a real RetentionSAC.
+boundaries (paper §2.3, RetentionSAC's transition replay), on the real RoboticSequence env and a
+real RetentionSAC.
 
 Stage successes come from Meta-World's scripted expert policies acting in the real env (a random
 policy never solves a stage in a test-sized budget), turned into RLlib episodes as an EnvRunner
@@ -24,25 +25,24 @@ from metaworld.policies import ENV_POLICY_MAP
 from torch import nn
 
 from ray.rllib.algorithms.sac.sac_learner import QF_LOSS_KEY, QF_PREDS, QF_TWIN_PREDS
-from ray.rllib.connectors.learner import AddColumnsFromEpisodesToTrainBatch
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
-from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
 
-from ftcl.algorithms import RetentionSACConfig
-from ftcl.algorithms.retention_learner import actor_distribution_function, split_actor_critic_parameters
-from ftcl.algorithms.stage_bootstrap import (
+from ftcl.algorithms.sac import RetentionSAC, RetentionSACConfig
+from ftcl.algorithms.transition_replay import (
     STAGE_DONE_TERMINALS_METRIC,
-    StageDoneAsTerminal,
+    TransitionReplay,
+    episodes_to_transitions,
+    rows_to_train_batch,
     transition_terminals,
 )
 from ftcl.envs.robotic_sequence import META_WORLD_OBS_DIM, Options, RoboticSequenceEnv, make_env
 from ftcl.models.multihead_sac import MultiHeadSACModule, SquashedGaussian
-from ftcl.retention import PolicyHandle, TermInputs, build_term
+from ftcl.retention.registry import parse_method
+from ftcl.retention.term import TermInputs
 
 TWO_STAGES = {"stages": ["reach", "button-press-topdown"], "stage_time_limit": 200, "seed": 0}
 TINY_NET = {"hidden_layers": 2, "hidden_size": 32}
@@ -97,7 +97,7 @@ def expert_episode(env: RoboticSequenceEnv, seed: int) -> SingleAgentEpisode:
 
 
 def copy_with_new_id(episode: SingleAgentEpisode, start: int, stop: int) -> SingleAgentEpisode:
-    """Steps [start, stop) of an episode as a fresh chunk with its own id (replay needs distinct ids)."""
+    """Steps [start, stop) of an episode as a fresh chunk with its own id (as an EnvRunner cuts them)."""
     return SingleAgentEpisode(
         id_=uuid.uuid4().hex,
         observations=list(episode.get_observations(slice(start, stop + 1))),
@@ -251,35 +251,36 @@ def test_bad_model_options_are_named(two_stage_env: RoboticSequenceEnv) -> None:
         build_module(pendulum)
 
 
-def test_retention_split_sees_heads_as_actor_and_critic(four_stage_env: RoboticSequenceEnv) -> None:
+def test_policy_api_sees_heads_as_actor_and_critic(four_stage_env: RoboticSequenceEnv) -> None:
     torch.manual_seed(0)
     module = build_module(four_stage_env, **TINY_NET)
-    actor, critic = split_actor_critic_parameters(module)
+    actor, critic = module.actor_parameters(), module.critic_parameters()
     assert actor and all(n.split(".")[0] in ("pi_encoder", "pi") for n in actor)
     assert {f"pi.heads.{k}.weight" for k in range(4)} <= set(actor)
     assert {f"{c}.heads.{k}.weight" for c in ("qf", "qf_twin") for k in range(4)} <= set(critic)
     assert all(n.split(".")[0] in ("qf_encoder", "qf", "qf_twin_encoder", "qf_twin") for n in critic)
+    assert not set(actor) & set(critic)
     assert set(actor) | set(critic) == {n for n, _ in module.named_parameters() if not n.startswith("target_")}
+    obs, _ = four_stage_env.reset(seed=0)
+    observations = with_stage(np.repeat(obs[None], 4, 0), [0, 1, 2, 3], 4)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            module.policy_distribution_inputs(observations),
+            module._forward_inference({Columns.OBS: observations})[Columns.ACTION_DIST_INPUTS], rtol=0, atol=0,
+        )
+    assert module.policy_distribution_kind == "diag_gaussian"
 
     # BC on π*'s stage-1 states: after the actor drifts, its gradient moves the trunk and head 1
     # of the actor only — no critic parameter and no other stage's head.
-    obs, _ = four_stage_env.reset(seed=0)
     states = with_stage(np.repeat(obs[None], 16, 0) + np.random.default_rng(0).normal(0, 0.01, (16, obs.size)), [1] * 16, 4)
-    handle = PolicyHandle(
-        module=module,
-        distribution_inputs=actor_distribution_function(module),
-        distribution_kind="diag_gaussian",
-        actor_parameter_names=actor,
-        critic_parameter_names=critic,
-    )
-    term = build_term({"name": "bc", "coeff": 1.0, "buffer_size": 16, "batch_size": 16})
-    term.prepare(handle, {"obs": states.numpy()})
+    term = parse_method({"name": "bc", "coeff": 1.0, "buffer_size": 16, "batch_size": 16}).build_term(0)
+    term.prepare(module, {"obs": states.numpy()})
     with torch.no_grad():
-        for name, parameter in module.named_parameters():
-            if name in actor:
-                parameter.add_(0.1 * torch.randn_like(parameter))
-    actor_loss, critic_loss = term.losses(TermInputs(observations=states))
-    assert critic_loss is None
+        for parameter in actor.values():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    assert term.critic_loss() is None
+    actor_loss = term.loss(TermInputs(observations=states))
+    assert actor_loss.item() > 0
     actor_loss.backward()
     moved = {n for n, p in module.named_parameters() if p.grad is not None and torch.count_nonzero(p.grad) > 0}
     assert "pi_encoder.layers.0.weight" in moved and "pi.heads.1.weight" in moved
@@ -316,16 +317,12 @@ def test_truncated_time_out_stays_bootstrapped() -> None:
     assert transition_terminals(episode) == [False] * 5
 
 
-def test_connector_refuses_a_ready_terminateds_column() -> None:
-    with pytest.raises(ValueError, match="already set"):
-        StageDoneAsTerminal()(rl_module=None, batch={Columns.TERMINATEDS: {}}, episodes=[])
-
-
-def test_n_step_returns_are_refused_with_stage_done() -> None:
+def test_n_step_returns_are_refused() -> None:
+    """An n-step return would sum rewards across a stage boundary; the transition replay is 1-step."""
     config = RetentionSACConfig().environment("Pendulum-v1").training(n_step=3)
-    with pytest.raises(ValueError, match="needs n_step=1"):
+    with pytest.raises(ValueError, match="n_step=3"):
         config.validate()
-    config.training(stage_done_is_terminal=False).validate()
+    config.training(n_step=1).validate()
 
 
 # ------------------------------------------------------------------------- RLlib, end to end
@@ -387,28 +384,27 @@ def test_trains_in_retention_sac(algo: Any) -> None:
     runner_module = algo.env_runner.module
     assert torch.equal(runner_module.pi.heads[0].weight, module.pi.heads[0].weight)
     assert not hasattr(runner_module, "qf")
-    # The connector sits right before RLlib's AddColumnsFromEpisodesToTrainBatch.
-    pieces = [type(piece) for piece in algo.learner_group._learner._learner_connector.connectors]
-    assert pieces.index(StageDoneAsTerminal) + 1 == pieces.index(AddColumnsFromEpisodesToTrainBatch)
+    # It replays from the transition replay, with stage boundaries as terminals.
+    assert isinstance(algo.local_replay_buffer, TransitionReplay) and algo.local_replay_buffer.stage_done_is_terminal
+    assert len(algo.local_replay_buffer) > 0
 
 
-@pytest.mark.slow
-def test_learner_batch_marks_stage_done_terminal(algo: Any, solved_episode: SingleAgentEpisode) -> None:
-    learner = algo.learner_group._learner
+def test_replay_rows_mark_stage_done_terminal(solved_episode: SingleAgentEpisode) -> None:
     [boundary] = intermediate_stage_done_steps(solved_episode)
-    # (a) The whole real episode through the learner's connector pipeline.
-    batch = learner._make_batch_if_necessary(TrainingData(episodes=[solved_episode])).policy_batches[DEFAULT_MODULE_ID]
-    terminateds = np.asarray(batch[Columns.TERMINATEDS]).astype(bool)
-    assert np.flatnonzero(terminateds).tolist() == [boundary, len(solved_episode) - 1]
-    # (b) RLlib's 1-step replay samples keep the step's info: every sampled row agrees with the env.
-    buffer = EpisodeReplayBuffer(capacity=10_000)
+    # (a) The whole real episode as the replay stores it.
+    rows = episodes_to_transitions([solved_episode], stage_done_is_terminal=True)
+    assert len(rows["obs"]) == len(solved_episode)
+    assert np.flatnonzero(rows["terminateds"]).tolist() == [boundary, len(solved_episode) - 1]
+    assert np.flatnonzero(rows["stage_done_only"]).tolist() == [boundary]
+    # (b) Uniform samples keep each row's flag: every sampled row agrees with the env.
+    buffer = TransitionReplay(capacity=10_000, stage_done_is_terminal=True, seed=0)
     buffer.add([solved_episode])
-    sampled = buffer.sample(num_items=3000, n_step=1, sample_episodes=True, gamma=0.99)
-    batch = learner._make_batch_if_necessary(TrainingData(episodes=sampled)).policy_batches[DEFAULT_MODULE_ID]
-    terminateds = np.asarray(batch[Columns.TERMINATEDS]).astype(bool)
+    sampled = buffer.sample_rows(num_minibatches=3, minibatch_size=1000)
     truth = transition_terminals(solved_episode)
-    assert terminateds.tolist() == [truth[episode.t_started] for episode in sampled]
-    assert boundary in {episode.t_started for episode, done in zip(sampled, terminateds) if done}
+    step_of = {(o.tobytes(), n.tobytes()): t for t, (o, n) in enumerate(zip(rows["obs"], rows["next_obs"]))}
+    steps = [step_of[(o.tobytes(), n.tobytes())] for o, n in zip(sampled["obs"], sampled["next_obs"])]
+    assert sampled["terminateds"].tolist() == [truth[t] for t in steps]
+    assert boundary in {t for t, done in zip(steps, sampled["terminateds"]) if done}
 
 
 def assert_td_targets(learner: Any, config: Any, batch: Any, boundary_row: int) -> None:
@@ -439,7 +435,7 @@ def test_critic_target_is_the_reward_at_a_stage_boundary(algo: Any, solved_episo
     learner = algo.learner_group._learner
     [boundary] = intermediate_stage_done_steps(solved_episode)
     window = copy_with_new_id(solved_episode, boundary - 2, boundary + 3)  # 5 steps, boundary at row 2
-    batch = learner._make_batch_if_necessary(TrainingData(episodes=[window])).policy_batches[DEFAULT_MODULE_ID]
+    batch = rows_to_train_batch(episodes_to_transitions([window], stage_done_is_terminal=True))
     assert float(np.asarray(batch[Columns.REWARDS])[2]) > 100  # the success step's β·r·(T − t) bonus
     trainer_metrics, learner.metrics = learner.metrics, MetricsLogger()  # keep these logs out of train()
     try:
@@ -460,11 +456,16 @@ def test_training_run_counts_stage_done_terminals(algo: Any, solved_episode: Sin
     assert counted > 0
 
 
-def test_stage_done_handling_can_be_switched_off() -> None:
-    config = tiny_config(stage_done_is_terminal=False)
-    pipeline = config.build_learner_connector(None, None)
-    assert not any(isinstance(piece, StageDoneAsTerminal) for piece in pipeline.connectors)
-    assert any(isinstance(piece, StageDoneAsTerminal) for piece in tiny_config().build_learner_connector(None, None).connectors)
+def test_stage_done_handling_can_be_switched_off(solved_episode: SingleAgentEpisode) -> None:
+    [boundary] = intermediate_stage_done_steps(solved_episode)
+    terminal_rows = {}
+    for flag in (True, False):
+        buffer = RetentionSAC._create_local_replay_buffer_if_necessary(None, tiny_config(stage_done_is_terminal=flag))
+        assert isinstance(buffer, TransitionReplay) and buffer.stage_done_is_terminal is flag
+        buffer.add([solved_episode])
+        terminal_rows[flag] = np.flatnonzero(buffer.online["terminateds"][: len(buffer)]).tolist()
+    assert terminal_rows[True] == [boundary, len(solved_episode) - 1]
+    assert terminal_rows[False] == [len(solved_episode) - 1]  # only the episode's real end
 
 
 def test_checkpoint_round_trip_restores_class_options_and_weights(
