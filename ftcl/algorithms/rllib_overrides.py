@@ -169,7 +169,7 @@ def sac_training_step(algo: Any) -> None:
         rows = buffer.sample_rows(train_weight, minibatch_size)
         batch = rows_to_train_batch(rows)
     algo.metrics.log_value((REPLAY_BUFFER_RESULTS, "num_env_steps_stored"), buffer.get_num_timesteps(), window=1)
-    if buffer.stage_done_is_terminal:  # as the StageDoneAsTerminal connector counts: per sampled row
+    if buffer.stage_done_is_terminal:  # per sampled row made terminal by a stage boundary alone
         algo.metrics.log_value(
             (LEARNER_RESULTS, DEFAULT_MODULE_ID, STAGE_DONE_TERMINALS_METRIC),
             int(rows["stage_done_only"].sum()), reduce="lifetime_sum",

@@ -12,10 +12,10 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 import torch
-from pydantic import NonNegativeFloat, PositiveInt, field_validator
+from pydantic import NonNegativeFloat, PositiveInt
 
 from ftcl.retention.distributions import KLDirection, retention_kl
-from ftcl.retention.method import DataNeeds, RetentionMethod
+from ftcl.retention.method import DataNeeds, RetentionMethod, ZeroCriticCoeff
 from ftcl.retention.policy_api import RetentionPolicyAPI, module_device
 from ftcl.retention.term import RetentionData, RetentionTerm, TermInputs, as_float_tensor
 
@@ -104,20 +104,13 @@ class BCMethod(RetentionMethod):
 
     name: Literal["bc"] = "bc"
     coeff: NonNegativeFloat = 1.0
-    critic_coeff: NonNegativeFloat = 0.0
+    critic_coeff: ZeroCriticCoeff = 0.0
     kl_direction: KLDirection = "teacher_student"
     buffer_size: PositiveInt = 10_000
     batch_size: PositiveInt = 128
     teacher_labels: TeacherLabels = "pretrained"
     """pretrained: label B with π*'s outputs when the trial starts (the paper); dataset: use the
     data file's stored `action_dist_inputs` (e.g. scripted demonstrations), so no π* is needed."""
-
-    @field_validator("critic_coeff")
-    @classmethod
-    def _no_critic_cloning(cls, value: float) -> float:
-        if value > 0:
-            raise ValueError("BC on the critic (regression to stored values) is not implemented (the paper uses 0); set 0")
-        return value
 
     @property
     def starts_from_pretrained(self) -> bool:

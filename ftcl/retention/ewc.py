@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Callable, Literal
 
 import numpy as np
-from pydantic import NonNegativeFloat, PositiveInt, field_validator
+from pydantic import NonNegativeFloat, PositiveInt
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 
 from ftcl.retention.anchoring import AnchoredParameterTerm
 from ftcl.retention.distributions import categorical_log_prob, split_gaussian_inputs
-from ftcl.retention.method import DataNeeds, RetentionMethod
+from ftcl.retention.method import DataNeeds, RetentionMethod, ZeroCriticCoeff
 from ftcl.retention.policy_api import RetentionPolicyAPI, module_device
 from ftcl.retention.term import RetentionData, RetentionTerm, as_float_tensor
 
@@ -206,19 +206,12 @@ class EWCMethod(RetentionMethod):
 
     name: Literal["ewc"] = "ewc"
     coeff: NonNegativeFloat = 100.0
-    critic_coeff: NonNegativeFloat = 0.0
+    critic_coeff: ZeroCriticCoeff = 0.0
     fisher_labels: FisherLabels = "sampled"
     """Categorical policies only: label for log π(a|s): sampled from π*, argmax of π*, or the stored action."""
     fisher_batches: PositiveInt = 10
     fisher_batch_size: PositiveInt = 256
     fisher_floor: NonNegativeFloat = 1e-5
-
-    @field_validator("critic_coeff")
-    @classmethod
-    def _no_critic_fisher(cls, value: float) -> float:
-        if value > 0:
-            raise ValueError("EWC on the critic is not supported (π*'s Fisher does not cover it; the paper uses 0); set 0")
-        return value
 
     def data_needs(self) -> DataNeeds:
         keys = ("obs", "actions") if self.fisher_labels == "dataset" else ("obs",)

@@ -8,11 +8,21 @@ learners. The algorithms read only the declarations below, never a method's name
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
 
 from ftcl.retention.term import RetentionTerm
+
+
+def _must_be_zero(value: float) -> float:
+    if value > 0:
+        raise ValueError("this method has no critic term (the paper uses critic coefficient 0); set 0")
+    return value
+
+
+ZeroCriticCoeff = Annotated[NonNegativeFloat, AfterValidator(_must_be_zero)]
+"""`critic_coeff` of a method without a critic term: accepted (older specs set it) only as 0."""
 
 
 class FreezeWindow(BaseModel):

@@ -7,7 +7,7 @@ through `FTCL_METHOD_FILES` (paths of .py files, separated by the OS path separa
 passes the variable on to Ray workers, so trials see the same methods as the driver.
 
 `MethodSpec` is the discriminated union the spec validates a `methods:` entry into; it, the
-names and `parse_method` are all that the spec, the factory, the algorithms and `ftcl list` read.
+names and `parse_method` are all that the spec, the learners, the algorithms and `ftcl list` read.
 """
 from __future__ import annotations
 

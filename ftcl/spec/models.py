@@ -24,6 +24,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -99,19 +100,14 @@ class AlgorithmSpec(_Strict):
                     raise ValueError(f"{key} was removed: {replacement}")
         return data
 
-    @field_validator("name")
+    @field_validator("name", "model")
     @classmethod
-    def _known_algorithm(cls, name: str) -> str:
-        if name not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {name!r}; allowed: {', '.join(ALGORITHMS)}")
-        return name
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, name: str) -> str:
-        if name not in MODELS:
-            raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
-        return name
+    def _known_name(cls, value: str, info: ValidationInfo) -> str:
+        allowed = ALGORITHMS if info.field_name == "name" else tuple(MODELS)
+        if value not in allowed:
+            kind = "algorithm" if info.field_name == "name" else "model"
+            raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(allowed)}")
+        return value
 
 
 class DemonstrationsSpec(_Strict):

@@ -16,7 +16,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-# Result keys worth a curve (fnmatch patterns). Trials report flat keys, see runner.FtclTrainable.
+# Result keys worth a curve (fnmatch patterns). Trials report flat keys, see ftcl.trainable.FtclTrainable.
 METRIC_WHITELIST = (
     "env_runners/episode_return_mean",
     "env_runners/episode_len_mean",
