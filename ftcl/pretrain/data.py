@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ftcl.data.retention_data import ALL_KEYS
+from ftcl.retention.policy_api import RetentionPolicyAPI
 
 
 def _env_action(action: np.ndarray, space: gym.Space, normalize_actions: bool) -> Any:
@@ -40,7 +41,8 @@ def collect_policy_data(
     """Roll out an RLModule (π*) in `env` for `num_transitions` steps; returns the arrays above.
 
     explore=True samples from π*'s exploration distribution, False takes its deterministic
-    action. Episodes are reset (seeded from `seed`) whenever they terminate or truncate.
+    action. `action_dist_inputs` are stored as the policy samples from them (e.g. log σ clamped
+    where RLlib's distribution clamps it). Episodes are reset (seeded from `seed`) whenever they terminate or truncate.
     """
     from ray.rllib.core.columns import Columns  # the module is an RLlib RLModule
 
@@ -55,6 +57,8 @@ def collect_policy_data(
         else:
             inputs = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
             action = module.get_inference_action_dist_cls().from_logits(inputs).to_deterministic().sample()
+        if isinstance(module, RetentionPolicyAPI):  # stored as the policy samples from them
+            inputs = module.sampled_distribution_inputs(inputs)
         return action[0].cpu().numpy(), inputs[0].cpu().numpy()
 
     with torch.random.fork_rng(devices=[]):

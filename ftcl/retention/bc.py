@@ -17,7 +17,7 @@ from pydantic import NonNegativeFloat, PositiveInt
 from ftcl.retention.distributions import KLDirection, retention_kl
 from ftcl.retention.method import DataNeeds, RetentionMethod, ZeroCriticCoeff
 from ftcl.retention.policy_api import RetentionPolicyAPI, module_device
-from ftcl.retention.term import RetentionData, RetentionTerm, TermInputs, as_float_tensor
+from ftcl.retention.term import RetentionData, RetentionTerm, TermInputs, as_float_tensor, require_data
 
 TeacherLabels = Literal["pretrained", "dataset"]
 
@@ -52,8 +52,8 @@ class BCTerm(RetentionTerm):
         self._seed = seed
 
     def _prepare(self, policy: RetentionPolicyAPI, data: RetentionData | None, teacher: RetentionPolicyAPI | None) -> None:
-        if data is None or "obs" not in data:
-            raise ValueError("BC needs π*'s retention data (its states) for the buffer B")
+        keys = ("obs", "action_dist_inputs") if self.teacher_labels == "dataset" else ("obs",)
+        data = require_data(data, keys, self.name)
         num_states = len(data["obs"])
         rng = np.random.default_rng(self._seed)
         indices = np.sort(rng.choice(num_states, size=min(self.buffer_size, num_states), replace=False))

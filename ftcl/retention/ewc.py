@@ -19,7 +19,7 @@ from ftcl.retention.anchoring import AnchoredParameterTerm
 from ftcl.retention.distributions import categorical_log_prob, split_gaussian_inputs
 from ftcl.retention.method import DataNeeds, RetentionMethod, ZeroCriticCoeff
 from ftcl.retention.policy_api import RetentionPolicyAPI, module_device
-from ftcl.retention.term import RetentionData, RetentionTerm, as_float_tensor
+from ftcl.retention.term import RetentionData, RetentionTerm, as_float_tensor, require_data
 
 FisherLabels = Literal["sampled", "argmax", "dataset"]
 
@@ -169,8 +169,7 @@ class EWCTerm(AnchoredParameterTerm):
         self._fisher_mean_of: dict[str, torch.Tensor] | None = None
 
     def _importance_weights(self, policy: RetentionPolicyAPI, data: RetentionData | None) -> dict[str, torch.Tensor]:
-        if data is None:
-            raise ValueError("EWC needs π*'s retention data (its states) to compute the Fisher")
+        data = require_data(data, ("obs", "actions") if self.fisher_labels == "dataset" else ("obs",), self.name)
         generator = np.random.default_rng(self.seed)
         num_states = len(data["obs"])
         wanted = self.fisher_batches * self.fisher_batch_size

@@ -35,6 +35,16 @@ RetentionData = Mapping[str, np.ndarray]
 """Pre-training data as written by `ftcl.data.retention_data` (keys obs, actions, ...)."""
 
 
+def require_data(data: RetentionData | None, keys: tuple[str, ...], term: str) -> RetentionData:
+    """`data` if it holds these keys; else a ValueError naming the missing ones."""
+    missing = [key for key in keys if data is None or key not in data]
+    if missing:
+        present = sorted(data) if data is not None else "no data"
+        raise ValueError(f"retention term '{term}' needs π*'s data with key(s) {missing}; got {present}")
+    assert data is not None
+    return data
+
+
 class RetentionTerm(abc.ABC):
     """One knowledge-retention term λ·R(θ) added to the RL loss."""
 

@@ -334,3 +334,20 @@ def test_ppo_learner_fused_gradient_check_equals_rllib_apply_gradients_bitwise()
     finally:
         for algorithm in algorithms:
             algorithm.stop()
+
+
+def test_collected_data_stores_the_distribution_the_policy_samples_from() -> None:
+    """π*'s data file keeps log σ as sampled (clamped), so BC toward stored labels is 0 at θ*."""
+    from ftcl.pretrain.data import collect_policy_data
+
+    env = gym.make("Pendulum-v1")
+    module = RLModuleSpec(module_class=MLPSACTorchRLModule, observation_space=env.observation_space,
+                          action_space=env.action_space, model_config={"fcnet_hiddens": [16, 16]}).build()
+    with torch.no_grad():  # raw log σ = −10 everywhere; RLlib's squashed Gaussian samples with −5
+        module.pi.weight[1:] = 0.0
+        module.pi.bias[1:] = -10.0
+    data = collect_policy_data(module, env, 50, seed=0)
+    np.testing.assert_allclose(data["action_dist_inputs"][:, 1], -5.0)
+    term = BCMethod(teacher_labels="dataset", buffer_size=50, batch_size=16).build_term(0)
+    term.prepare(module, data)
+    assert term.loss(TermInputs()).item() == pytest.approx(0.0, abs=1e-6)

@@ -316,9 +316,9 @@ def test_bc_sampling_state_round_trips():
 
 def test_bc_needs_states():
     term = BCTerm(1.0)
-    with pytest.raises(ValueError, match="states"):
+    with pytest.raises(ValueError, match="obs"):
         term.prepare(TinyActorCritic(3, 2), {"actions": np.zeros(3)})
-    with pytest.raises(ValueError, match="states"):
+    with pytest.raises(ValueError, match="obs"):
         term.prepare(TinyActorCritic(3, 2))
 
 
