@@ -8,6 +8,7 @@ Written by `ftcl.pretrain.data` (π*'s rollouts) and `ftcl.pretrain.demonstratio
 """
 from __future__ import annotations
 
+import functools
 import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -85,9 +86,23 @@ def save_retention_data(path: str | Path, data: Mapping[str, np.ndarray]) -> Pat
 
 
 def load_retention_data(path: str | Path) -> dict[str, np.ndarray]:
-    """Read an .npz written by `save_retention_data` (FileNotFoundError names the path)."""
+    """Read an .npz written by `save_retention_data` (FileNotFoundError names the path).
+
+    A process reads a file once: the arrays of the last files read are kept (read-only) and
+    returned again while the file's size and modification time are unchanged — a trial's
+    retention term and its Fig. 8 evaluation share one read of π*'s data.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"retention data file not found: {path}")
+    stat = path.stat()
+    return dict(_read_arrays(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_arrays(path: str, size: int, modified_ns: int) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
+        arrays = {key: archive[key] for key in archive.files}
+    for array in arrays.values():
+        array.flags.writeable = False  # shared by every reader in this process
+    return arrays
