@@ -8,7 +8,11 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from ftcl.algorithms.retention_algorithm import RetentionAlgorithmMixin, RetentionConfigMixin
 from ftcl.algorithms.retention_learner import RetentionLearnerMixin
-from ftcl.models.rllib_default import RetentionAPPOTorchRLModule
+from ftcl.models.rllib_policy_api import ActorCriticEncoderPolicyAPI
+
+
+class RetentionAPPOTorchRLModule(DefaultAPPOTorchRLModule, ActorCriticEncoderPolicyAPI):
+    """RLlib's default APPO module with `RetentionPolicyAPI` (`_old_*` targets in neither part)."""
 
 
 class RetentionAPPOTorchLearner(RetentionLearnerMixin, APPOTorchLearner):

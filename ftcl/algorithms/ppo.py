@@ -11,12 +11,16 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from ftcl.algorithms.retention_algorithm import RetentionAlgorithmMixin, RetentionConfigMixin
 from ftcl.algorithms.retention_learner import RetentionLearnerMixin
-from ftcl.algorithms.rllib_overrides import FusedGradientCheckMixin
-from ftcl.models.rllib_default import RetentionPPOTorchRLModule
+from ftcl.algorithms.rllib_overrides import FusedGradientCheckMixin, StayInEvalModeMixin
+from ftcl.models.rllib_policy_api import ActorCriticEncoderPolicyAPI
 
 ACTOR_OPTIMIZER_KEY = "ftcl_actor_optimizer"
 """`learner_config_dict` key: {"type": "sgd" | "adam", "lr": float} for a separate actor optimizer."""
 ACTOR_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+
+
+class RetentionPPOTorchRLModule(StayInEvalModeMixin, DefaultPPOTorchRLModule, ActorCriticEncoderPolicyAPI):
+    """RLlib's default PPO module with `RetentionPolicyAPI` (same networks, same outputs)."""
 
 
 class RetentionPPOTorchLearner(RetentionLearnerMixin, FusedGradientCheckMixin, PPOTorchLearner):

@@ -30,7 +30,7 @@ from ftcl.algorithms.retention_algorithm import RetentionAlgorithmMixin, Retenti
 from ftcl.algorithms.retention_learner import RetentionLearnerMixin
 from ftcl.algorithms.rllib_overrides import FusedGradientCheckMixin, FusedTargetUpdateMixin, sac_training_step
 from ftcl.algorithms.transition_replay import TransitionReplay
-from ftcl.models.rllib_default import RetentionSACTorchRLModule
+from ftcl.models.rllib_policy_api import SACPolicyAPI
 from ftcl.retention.method import RetentionMethod
 from ftcl.retention.term import RetentionTerm
 
@@ -38,6 +38,10 @@ CRITIC_OPTIMIZERS = {QF_LOSS_KEY: "qf", QF_TWIN_LOSS_KEY: "qf_twin"}
 """SAC's critic loss keys and the optimizer that steps each one's parameters."""
 UNIFORM_REPLAY_TYPE = "EpisodeReplayBuffer"
 """The `replay_buffer_config` type RetentionSAC accepts (RLlib's name for uniform replay)."""
+
+
+class RetentionSACTorchRLModule(DefaultSACTorchRLModule, SACPolicyAPI):
+    """RLlib's default SAC module with `RetentionPolicyAPI` (same networks; log σ as sampled)."""
 
 
 class RetentionSACTorchLearner(RetentionLearnerMixin, FusedGradientCheckMixin, FusedTargetUpdateMixin, SACTorchLearner):

@@ -1,8 +1,9 @@
 """RLModules, each implementing `ftcl.retention.policy_api.RetentionPolicyAPI`.
 
 `MODELS` is the one table of the `algorithm.model` names a spec may use: name -> (module path,
-class name, description). `default` is RLlib's default module of the algorithm (ftcl's subclass
-with the policy API, `rllib_default.py`). Classes are imported only when a trial builds them.
+class name, description). `default` is the algorithm's default module: RLlib's, with the policy API
+of `rllib_policy_api.py` (the subclasses sit next to their algorithm in `ftcl.algorithms`).
+Classes are imported only when a trial builds them.
 """
 from __future__ import annotations
 

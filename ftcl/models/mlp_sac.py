@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.models.base import ENCODER_OUT
 
-from ftcl.models.rllib_default import RetentionSACTorchRLModule
+from ftcl.models.rllib_policy_api import SACPolicyAPI
 
 DEFAULT_HIDDENS = (256, 256, 256, 256)
 
@@ -54,7 +55,7 @@ class PaperMLPEncoder(nn.Module):
         return {ENCODER_OUT: self.net(inputs)}
 
 
-class MLPSACTorchRLModule(RetentionSACTorchRLModule):
+class MLPSACTorchRLModule(DefaultSACTorchRLModule, SACPolicyAPI):
     """RLlib's SAC module API with the paper's actor and critics (module docstring).
 
     `RetentionPolicyAPI` as RLlib's SAC module: log σ clamped to [−5, 2] as its distribution does.

@@ -54,7 +54,7 @@ from ray.rllib.core.distribution.torch.torch_distribution import TorchDeterminis
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
-from ftcl.models.rllib_default import SAC_ACTOR_PATHS, SAC_CRITIC_PATHS
+from ftcl.models.rllib_policy_api import SAC_ACTOR_PATHS, SAC_CRITIC_PATHS
 from ftcl.retention.policy_api import RetentionPolicyAPI, named_subset
 
 META_WORLD_OBS_DIM = 39

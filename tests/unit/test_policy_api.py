@@ -28,14 +28,12 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchSquashedGaussian
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+from ftcl.algorithms.appo import RetentionAPPOTorchRLModule
+from ftcl.algorithms.ppo import RetentionPPOTorchRLModule
+from ftcl.algorithms.sac import RetentionSACTorchRLModule
 from ftcl.models.linear_policy import LinearPolicyModule
 from ftcl.models.mlp_sac import MLPSACTorchRLModule
 from ftcl.models.multihead_sac import MultiHeadSACModule, SquashedGaussian
-from ftcl.models.rllib_default import (
-    RetentionAPPOTorchRLModule,
-    RetentionPPOTorchRLModule,
-    RetentionSACTorchRLModule,
-)
 from ftcl.retention.bc import BCMethod
 from ftcl.retention.distributions import kl_divergence
 from ftcl.retention.ewc import gaussian_policy_fisher

@@ -1,8 +1,8 @@
-"""RLlib's default PPO, APPO and SAC modules with `RetentionPolicyAPI` (same networks, same outputs).
+"""`RetentionPolicyAPI` for modules with RLlib's PPO-family and SAC layouts.
 
-The Retention*Config classes use these in place of RLlib's defaults, so that a spec with
-`model: default` still gives the retention learners a module that says what its actor and
-critics are:
+RLlib's default modules and ftcl's modules that keep RLlib's attribute names mix these in (the
+Retention*Config classes use RLlib's defaults with them, so that `model: default` still gives the
+retention learners a module that says what its actor and critics are):
   * PPO/APPO (`encoder` = RLlib's actor-critic encoder): actor = `pi` + the actor encoder, or
     the whole shared `encoder` with `vf_share_layers`; critic = `vf` + the critic encoder.
     APPO's `_old_*` target copies are in neither.
@@ -18,9 +18,6 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from ray.rllib.algorithms.appo.torch.default_appo_torch_rl_module import DefaultAPPOTorchRLModule
-from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
-from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.models.base import ENCODER_OUT
 from ray.rllib.utils.numpy import MAX_LOG_NN_OUTPUT, MIN_LOG_NN_OUTPUT
@@ -60,34 +57,6 @@ class ActorCriticEncoderPolicyAPI(RetentionPolicyAPI):
         return self._forward(batch)[Columns.ACTION_DIST_INPUTS]  # type: ignore[attr-defined]
 
 
-class _StayInEvalMode:
-    """`forward_exploration`/`forward_inference` without switching back to train mode after each call.
-
-    RLlib runs `eval()` before and `train()` after every call (two recursive walks over all
-    submodules, ~40 µs per env step on CartPole, as long as the forward itself). Here the module
-    switches to eval mode once and stays there until `forward_train()` (which calls `train()`);
-    the forward runs in eval mode either way, so outputs are unchanged.
-    """
-
-    def forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        if self.training:  # type: ignore[attr-defined]
-            self.eval()  # type: ignore[attr-defined]
-        return self._forward_exploration(batch, **kwargs)  # type: ignore[attr-defined]
-
-    def forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        if self.training:  # type: ignore[attr-defined]
-            self.eval()  # type: ignore[attr-defined]
-        return self._forward_inference(batch, **kwargs)  # type: ignore[attr-defined]
-
-
-class RetentionPPOTorchRLModule(_StayInEvalMode, DefaultPPOTorchRLModule, ActorCriticEncoderPolicyAPI):
-    """RLlib's default PPO module with `RetentionPolicyAPI`."""
-
-
-class RetentionAPPOTorchRLModule(DefaultAPPOTorchRLModule, ActorCriticEncoderPolicyAPI):
-    """RLlib's default APPO module with `RetentionPolicyAPI` (`_old_*` targets in neither part)."""
-
-
 class SACPolicyAPI(RetentionPolicyAPI):
     """`RetentionPolicyAPI` for modules with RLlib's SAC layout (`pi_encoder`/`pi`, `qf*`, targets)."""
 
@@ -106,7 +75,3 @@ class SACPolicyAPI(RetentionPolicyAPI):
         if isinstance(self.action_space, gym.spaces.Box):  # type: ignore[attr-defined]
             return clamp_log_std(action_dist_inputs, MIN_LOG_NN_OUTPUT, MAX_LOG_NN_OUTPUT)
         return action_dist_inputs
-
-
-class RetentionSACTorchRLModule(DefaultSACTorchRLModule, SACPolicyAPI):
-    """RLlib's default SAC module with `RetentionPolicyAPI`."""
