@@ -34,9 +34,9 @@ def test_validate_prints_the_trial_grid(tmp_path):
 BAD_OVERRIDES = [
     ("budget.env_steps=abc", "budget.env_steps", "valid integer"),
     ("budget.env_steps=-5", "budget.env_steps", "greater than 0"),
-    ("methods.0.name=distill", "unknown method 'distill'", "allowed: scratch, finetune"),
+    ("methods.0.name=distill", "unknown method 'distill'", "allowed: bc, em, ewc, finetune, ks, l2, scratch"),
     ("env.name=mars", "unknown env 'mars'", "allowed: apple_retrieval"),
-    ("algorithm.name=dqn", "algorithm.name", "'ppo', 'appo', 'sac'"),
+    ("algorithm.name=dqn", "algorithm.name", "unknown algorithm 'dqn'; allowed: ppo, appo, sac, two_state_mdp"),
     ("evaluation.suites=[near]", "unknown suite 'near'", "allowed: far, full"),
     ("env.options.apple_distance=0", "apple_distance", "greater than or equal to 1"),
     ("env.options.speed=3", "speed", "unknown field"),
