@@ -3,13 +3,14 @@
 For refactors and RLlib upgrades: does the new tree run as fast as the old one? Each round times
 every (algorithm, method) case once per tree, in a fresh process with that tree first on
 PYTHONPATH, and alternates which tree goes first, so drifting machine load hits both sides
-alike; the 1-minute load is recorded with every measurement. SAC: RoboticSequence[push-wall-v3],
+alike (use an even number of rounds: on the 2-core VM the second process of a pair measured up to
+~12 % slower, whichever tree it ran); the 1-minute load is recorded with every measurement. SAC: RoboticSequence[push-wall-v3],
 the paper's 4×256 MLPs, batch 128, 50 env steps then 50 gradient steps; PPO: CartPole-v1, 2×64,
 2000 steps per iteration, minibatch 128, 4 epochs. Methods start from a random-weight π* with
 2048 transitions of data. Works for trees before and after the retention restructuring (it
 looks the moved names up in both places).
 
-    python benchmarks/compare_trees.py --before /path/to/old/checkout --after . --rounds 3
+    python benchmarks/compare_trees.py --before /path/to/old/checkout --after . --rounds 4
 """
 from __future__ import annotations
 
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, help="checkout of the old tree (its ftcl/ is imported)")
     parser.add_argument("--after", type=Path, default=Path("."), help="checkout of the new tree (default: here)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4, help="even, so each tree goes first equally often")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated ALGORITHM:METHOD (default {','.join(CASES)})")
     parser.add_argument("--out", type=Path, default=None, help="JSON lines of every measurement")
     parser.add_argument("--measure", nargs=2, metavar=("ALGORITHM", "METHOD"), help=argparse.SUPPRESS)
