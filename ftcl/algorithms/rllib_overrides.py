@@ -120,27 +120,6 @@ class FusedTargetUpdateMixin:
                 self.metrics.log_value((module_id, LAST_TARGET_UPDATE_TS), timestep, reduce="max")  # type: ignore[attr-defined]
 
 
-# ---------------------------------------------------------------- 4: env-runner forwards
-class StayInEvalModeMixin:
-    """`RLModule.forward_exploration`/`forward_inference` without the per-call mode switch (override 4).
-
-    RLlib runs `eval()` before and `train()` after every call (two recursive walks over all
-    submodules, ~40 µs per env step on CartPole, as long as the forward itself). Here the module
-    switches to eval mode once and stays there until `forward_train()` (which calls `train()`);
-    the forward runs in eval mode either way, so outputs are unchanged.
-    """
-
-    def forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        if self.training:  # type: ignore[attr-defined]
-            self.eval()  # type: ignore[attr-defined]
-        return self._forward_exploration(batch, **kwargs)  # type: ignore[attr-defined]
-
-    def forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        if self.training:  # type: ignore[attr-defined]
-            self.eval()  # type: ignore[attr-defined]
-        return self._forward_inference(batch, **kwargs)  # type: ignore[attr-defined]
-
-
 # ---------------------------------------------------------------- 3: the SAC training step
 def update_on_minibatches(
     learner: Any,
@@ -226,3 +205,24 @@ def sac_training_step(algo: Any) -> None:
             global_vars=None,
             inference_only=True,
         )
+
+
+# ---------------------------------------------------------------- 4: env-runner forwards
+class StayInEvalModeMixin:
+    """`RLModule.forward_exploration`/`forward_inference` without the per-call mode switch (override 4).
+
+    RLlib runs `eval()` before and `train()` after every call (two recursive walks over all
+    submodules, ~40 µs per env step on CartPole, as long as the forward itself). Here the module
+    switches to eval mode once and stays there until `forward_train()` (which calls `train()`);
+    the forward runs in eval mode either way, so outputs are unchanged.
+    """
+
+    def forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if self.training:  # type: ignore[attr-defined]
+            self.eval()  # type: ignore[attr-defined]
+        return self._forward_exploration(batch, **kwargs)  # type: ignore[attr-defined]
+
+    def forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if self.training:  # type: ignore[attr-defined]
+            self.eval()  # type: ignore[attr-defined]
+        return self._forward_inference(batch, **kwargs)  # type: ignore[attr-defined]
