@@ -265,7 +265,10 @@ def cmd_list(args) -> int:
         except Exception as error:  # a simulator that is not installed still lists
             suites = f"(unavailable: {type(error).__name__})"
         print(f"  {entry.name:<18} {entry.description}\n  {'':<18} suites: {suites}")
+    from ftcl.models import MODELS
+
     print("algorithms: " + ", ".join(ALGORITHMS))
+    print("models:     " + ", ".join(MODELS) + "  (algorithm.model)")
     print("methods:    " + ", ".join(METHOD_NAMES))
     print("specs:\n  " + "\n  ".join(available_specs()))
     print("presets:    " + (", ".join(available_presets()) or "-"))
