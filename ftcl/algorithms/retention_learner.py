@@ -84,8 +84,9 @@ class RetentionLearnerMixin:
         self._frozen_parameter_ids: set[int] = set()
         policy = self._retention_module()
         self._actor_parameter_ids = {id(p) for p in policy.actor_parameters().values()}
-        self._critic_names = list(policy.critic_parameters())
-        self._critic_parameter_ids = {id(p) for p in policy.critic_parameters().values()}
+        critic = policy.critic_parameters()
+        self._critic_names = list(critic)
+        self._critic_parameter_ids = {id(p) for p in critic.values()}
         if not self._actor_parameter_ids:
             raise ValueError(f"{type(policy).__name__}.actor_parameters() is empty; retention needs the actor's parameters")
         self.training_gate.check_module_paths(n for n, _ in policy.named_parameters())  # type: ignore[attr-defined]
@@ -136,10 +137,8 @@ class RetentionLearnerMixin:
                 f"retention method '{self.retention_method.display_name}' was not prepared: the Algorithm "
                 "must load the pre-trained weights and call learner.prepare_retention() first"
             )
-        student = fwd_out.get(Columns.ACTION_DIST_INPUTS)
-        if student is not None:  # as the policy samples from them (e.g. RLlib's log σ clamp)
-            student = self._retention_module().sampled_distribution_inputs(student)
-        inputs = TermInputs(observations=batch.get(Columns.OBS), student_distribution_inputs=student,
+        inputs = TermInputs(observations=batch.get(Columns.OBS),
+                            student_distribution_inputs=fwd_out.get(Columns.ACTION_DIST_INPUTS),
                             mask=batch.get(Columns.LOSS_MASK))
         actor_loss = term.loss(inputs)
         # The term's metrics are logged with window=1, so only the last minibatch's values survive

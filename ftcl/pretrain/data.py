@@ -48,6 +48,8 @@ def collect_policy_data(
 
     device = next(iter(module.parameters()), torch.zeros(())).device if hasattr(module, "parameters") else "cpu"
 
+    stores_as_sampled = isinstance(module, RetentionPolicyAPI)
+
     def act(observation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         obs_tensor = torch.as_tensor(np.asarray(observation, dtype=np.float32), device=device)[None]
         batch = {Columns.OBS: obs_tensor}
@@ -57,7 +59,7 @@ def collect_policy_data(
         else:
             inputs = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
             action = module.get_inference_action_dist_cls().from_logits(inputs).to_deterministic().sample()
-        if isinstance(module, RetentionPolicyAPI):  # stored as the policy samples from them
+        if stores_as_sampled:  # stored as the policy samples from them
             inputs = module.sampled_distribution_inputs(inputs)
         return action[0].cpu().numpy(), inputs[0].cpu().numpy()
 

@@ -46,9 +46,10 @@ class KSTerm(RetentionTerm):
         assert self._teacher is not None and self._policy is not None
         if inputs.observations is None:
             raise ValueError("kickstarting needs the online batch's observations")
-        student_inputs = inputs.student_distribution_inputs
-        if student_inputs is None:
+        if inputs.student_distribution_inputs is None:
             student_inputs = self._policy.policy_distribution_inputs(inputs.observations)
+        else:  # the RL forward's raw outputs, as the policy samples from them (e.g. log σ clamped)
+            student_inputs = self._policy.sampled_distribution_inputs(inputs.student_distribution_inputs)
         with torch.no_grad():
             teacher_inputs = self._teacher.policy_distribution_inputs(inputs.observations)
         kl = retention_kl(teacher_inputs, student_inputs, self._policy.policy_distribution_kind, self.kl_direction)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ftcl.retention.distributions import DistributionKind, distribution_kind_for_action_space
+from ftcl.retention.freezing import parameter_in_module
 
 
 class RetentionPolicyAPI(abc.ABC):
@@ -66,7 +67,7 @@ def named_subset(module: nn.Module, prefixes: tuple[str, ...]) -> dict[str, nn.P
     return {
         name: parameter
         for name, parameter in module.named_parameters()
-        if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+        if any(parameter_in_module(name, prefix) for prefix in prefixes)
     }
 
 

@@ -21,9 +21,10 @@ from ftcl.retention.policy_api import RetentionPolicyAPI
 class TermInputs:
     """Per-update inputs from the RL loss: online observations and π_θ's outputs on them.
 
-    `student_distribution_inputs` are what the policy samples from (see
-    `RetentionPolicyAPI.sampled_distribution_inputs`); `mask` (bool, batch shape) marks valid
-    samples, padding steps are excluded.
+    `student_distribution_inputs` are the module's raw `action_dist_inputs` from the RL forward; a
+    term that uses them maps them through `RetentionPolicyAPI.sampled_distribution_inputs` (what
+    the policy samples from). `mask` (bool, batch shape) marks valid samples; padding steps are
+    excluded.
     """
 
     observations: torch.Tensor | None = None
