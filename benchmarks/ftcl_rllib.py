@@ -1,7 +1,7 @@
 """ftcl's RLlib algorithms as configured by default: RetentionSAC/RetentionPPO throughput, learner costs.
 
 Retention methods need π* and its data: `make_pretrained_artifacts` builds a module of the
-config's class with random weights, saves it (`module.save_to_path`) and collects transitions
+config's class with random weights, saves it as π* (`save_pi_star`) and collects transitions
 with it (`ftcl.pretrain.data`, `ftcl.data.retention_data`); BC/EWC/EM are sized to that data (`method_settings`). Per-update
 cost does not depend on those sizes (BC samples `batch_size`=128 states per update; EWC's Fisher
 is computed once at setup; EM only changes which rows are replayed).
@@ -13,6 +13,7 @@ window (`benchmarks.common.interleaved_update_ms`); only public RLlib API reache
 from __future__ import annotations
 
 import cProfile
+import math
 import pstats
 import tempfile
 import time
@@ -99,6 +100,7 @@ def data_note(data_rows: int) -> str:
 
 def make_pretrained_artifacts(config: Any, make_env: Callable[[], Any], directory: Path, data_rows: int) -> tuple[Path, Path]:
     """A module of the config's class (random weights, saved) and `data_rows` transitions it collected."""
+    from ftcl.algorithms.pi_star import save_pi_star
     from ftcl.data.retention_data import save_retention_data
     from ftcl.pretrain.data import collect_policy_data
 
@@ -107,7 +109,7 @@ def make_pretrained_artifacts(config: Any, make_env: Callable[[], Any], director
     spec.observation_space, spec.action_space = env.observation_space, env.action_space
     module = spec.build()
     module_dir = directory / "module"
-    module.save_to_path(module_dir)
+    save_pi_star(module, module_dir, log_alpha=math.log(0.2) if config.supports_replay else None)
     data = collect_policy_data(module, env, num_transitions=data_rows, seed=1)
     data_path = save_retention_data(directory / "data.npz", data)
     env.close()

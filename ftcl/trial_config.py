@@ -43,6 +43,7 @@ def build_algorithm_config(
         method=method,
         pretrained_module_path=str(module_path) if module_path else None,
         retention_data_path=str(data_path) if data_path else None,
+        initial_alpha=spec.pretrained.initial_alpha,
     )
 
 

@@ -1,13 +1,15 @@
 """The config and Algorithm side of retention, shared by RetentionPPO, RetentionAPPO, RetentionSAC.
 
-`config.retention(method=..., pretrained_module_path=..., retention_data_path=...)` parses the
-method once into its typed `RetentionMethod`, checks the settings against what the method
-declares (off-policy only, π*'s weights, data keys and rows — the data file's headers, not its
-arrays) and stores a `RetentionSettings` in `learner_config_dict["ftcl_retention"]`.
+`config.retention(method=..., pretrained_module_path=..., retention_data_path=..., initial_alpha=...)`
+parses the method once into its typed `RetentionMethod`, checks the settings against what the
+method declares (off-policy only, π* — the whole agent, critics included, see `pi_star` — data
+keys and rows, from the data file's headers, not its arrays) and stores a `RetentionSettings` in
+`learner_config_dict["ftcl_retention"]`.
 
 `Algorithm.setup()` then, in this order: builds everything as RLlib does (Learner.build() runs
-here, with random weights); loads the pre-trained RLModule into the learner group (unless the
-method starts from scratch) and syncs the weights to the EnvRunners; reads the data file — once —
+here, with random weights); loads π* strictly into every learner — actor, critics (targets
+follow them) and, for SAC, α (`initial_alpha`) — unless the method starts from scratch, and
+syncs the weights to the EnvRunners; reads the data file — once —
 and asks every learner to capture θ*, the frozen teacher, the Fisher and the BC buffer
 (`prepare_retention`); finally the algorithm fills what the method adds to it (SAC: the
 protected replay partition of EM).
@@ -19,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
-
+from ftcl.algorithms.pi_star import InitialAlpha, read_pi_star
 from ftcl.data.retention_data import check_retention_shapes, load_retention_data, retention_data_shapes
 from ftcl.retention.method import RetentionMethod
 from ftcl.retention.registry import parse_method
@@ -30,13 +31,6 @@ logger = logging.getLogger(__name__)
 RETENTION_CONFIG_KEY = "ftcl_retention"
 """Key in `learner_config_dict` under which `.retention(...)` stores its `RetentionSettings`."""
 
-PRETRAINED_MODULE_COMPONENT = f"{COMPONENT_LEARNER_GROUP}/{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
-"""Where `pretrained_module_path` is loaded: the default policy's RLModule in the learner group."""
-
-MODULE_CHECKPOINT_FILES = ("class_and_ctor_args.pkl", "module_state.pkl")
-"""What `RLModule.save_to_path(dir)` writes (and what a π* folder's `module/` must hold)."""
-
-
 @dataclass(frozen=True)
 class RetentionSettings:
     """The retention method of a trial, the π* checkpoint it starts from and π*'s data file."""
@@ -44,6 +38,9 @@ class RetentionSettings:
     method: RetentionMethod
     pretrained_module_path: str | None = None
     retention_data_path: str | None = None
+    initial_alpha: InitialAlpha = "from_pretrained"
+    """SAC's temperature α at fine-tuning start: π*'s (`from_pretrained`) or a number; methods that
+    start from scratch use the algorithm's own `initial_alpha`."""
 
 
 def retention_settings_of(config: Any) -> RetentionSettings | None:
@@ -51,22 +48,21 @@ def retention_settings_of(config: Any) -> RetentionSettings | None:
     return (config.learner_config_dict or {}).get(RETENTION_CONFIG_KEY)
 
 
-def check_pretrained_module(path: str | None, method_name: str) -> None:
-    """Raise ValueError unless `path` is an RLModule checkpoint folder."""
+def check_pretrained_module(path: str | None, method_name: str, *, needs_alpha: bool = False) -> None:
+    """Raise ValueError unless `path` is a whole π* (actor and critics; α if `needs_alpha`)."""
     if not path:
-        raise ValueError(f"retention method '{method_name}' needs pretrained_module_path (an RLModule checkpoint dir)")
-    folder = Path(path)
-    if not folder.is_dir():
-        raise ValueError(
-            f"pretrained_module_path {path!r} is not a directory; expected the output of "
-            "module.save_to_path(dir) (e.g. a π* folder's module/ written by ftcl pretrain)"
-        )
-    missing = [name for name in MODULE_CHECKPOINT_FILES if not (folder / name).is_file()]
-    if missing:
-        raise ValueError(
-            f"pretrained_module_path {path!r} is not an RLModule checkpoint: it lacks {missing} "
-            "(written by module.save_to_path(dir))"
-        )
+        raise ValueError(f"retention method '{method_name}' needs pretrained_module_path (a π* folder's module/)")
+    read_pi_star(path, needs_critics=True, needs_alpha=needs_alpha)
+
+
+def check_initial_alpha(initial_alpha: Any, off_policy: bool) -> None:
+    """Raise ValueError unless `initial_alpha` is `from_pretrained` or a positive number (SAC only)."""
+    if initial_alpha == "from_pretrained":
+        return
+    if isinstance(initial_alpha, bool) or not isinstance(initial_alpha, (int, float)) or not initial_alpha > 0:
+        raise ValueError(f"initial_alpha must be 'from_pretrained' or a positive number; got {initial_alpha!r}")
+    if not off_policy:
+        raise ValueError(f"initial_alpha={initial_alpha!r}: only SAC has a temperature α")
 
 
 def check_retention_settings(settings: RetentionSettings, algorithm: str, off_policy: bool) -> None:
@@ -75,8 +71,10 @@ def check_retention_settings(settings: RetentionSettings, algorithm: str, off_po
     name = method.name  # type: ignore[attr-defined]
     if method.off_policy_only and not off_policy:
         raise ValueError(f"retention method '{name}' needs an off-policy replay buffer (SAC); not {algorithm}")
+    check_initial_alpha(settings.initial_alpha, off_policy)
     if method.starts_from_pretrained:
-        check_pretrained_module(settings.pretrained_module_path, name)
+        check_pretrained_module(settings.pretrained_module_path, name,
+                                needs_alpha=off_policy and settings.initial_alpha == "from_pretrained")
     needs = method.data_needs()
     if needs.keys:
         if not settings.retention_data_path:
@@ -101,12 +99,14 @@ class RetentionConfigMixin:
         method: RetentionMethod | dict[str, Any],
         pretrained_module_path: str | Path | None = None,
         retention_data_path: str | Path | None = None,
+        initial_alpha: InitialAlpha = "from_pretrained",
     ):
-        """Set the retention method (typed, or a config dict), the π* checkpoint and its data."""
+        """Set the retention method (typed, or a config dict), π*, its data and SAC's α at start."""
         settings = RetentionSettings(
             method=parse_method(method),
             pretrained_module_path=str(pretrained_module_path) if pretrained_module_path else None,
             retention_data_path=str(retention_data_path) if retention_data_path else None,
+            initial_alpha=initial_alpha,
         )
         check_retention_settings(settings, type(self).__name__, self.supports_replay)
         self.learner_config_dict = {**(self.learner_config_dict or {}), RETENTION_CONFIG_KEY: settings}  # type: ignore[has-type]
@@ -138,7 +138,7 @@ class RetentionAlgorithmMixin:
         method = settings.method
         if method.starts_from_pretrained:
             # Learner.build() already ran (random weights); load θ* now and sync the EnvRunners.
-            self.restore_from_path(settings.pretrained_module_path, component=PRETRAINED_MODULE_COMPONENT)  # type: ignore[attr-defined]
+            self._load_pi_star(settings)
         elif settings.pretrained_module_path:
             logger.info("method %r starts from random weights; %s is not loaded", method.display_name,
                         settings.pretrained_module_path)
@@ -154,6 +154,19 @@ class RetentionAlgorithmMixin:
                 raise RuntimeError(f"a learner failed to prepare retention: {result.get()}")
             self.retention_summaries.append(result.get())
         self._setup_retention_extras(method, data)
+
+    def _load_pi_star(self, settings: RetentionSettings) -> None:
+        """Load the whole π* into every learner (strictly), then the actor into the EnvRunners."""
+        pi_star = read_pi_star(settings.pretrained_module_path)
+        results = self.learner_group.foreach_learner(  # type: ignore[attr-defined]
+            lambda learner, _p=pi_star, _a=settings.initial_alpha: learner.load_pi_star(_p, _a)
+        )
+        for result in results:
+            if not result.ok:
+                raise ValueError(f"loading π* failed: {result.get()}")
+        self.env_runner_group.sync_weights(  # type: ignore[attr-defined]
+            from_worker_or_learner_group=self.learner_group, inference_only=True  # type: ignore[attr-defined]
+        )
 
     def _setup_retention_extras(self, method: RetentionMethod, data: dict[str, Any] | None) -> None:
         """What a method adds to the algorithm itself after θ* is loaded (SAC: the EM partition)."""

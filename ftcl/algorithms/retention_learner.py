@@ -16,6 +16,9 @@ What it adds to an RLlib `TorchLearner` (it must come first in the bases):
     step (`.grad = None`, so Adam leaves them and their moments untouched);
   * `after_gradient_based_update` advances the term's coefficient by the optimizer steps that
     moved the actor in this update (one per minibatch);
+  * `load_pi_star(π*, initial_alpha)` sets the module from π* strictly (actor, critics; targets
+    follow their networks) plus what the algorithm adds (SAC: α); `export_pi_star(path)` writes
+    the module and those extras as π* (`ftcl.algorithms.pi_star`);
   * `get_state`/`set_state` carry the term's state (λ_t of kickstarting, BC's sampling RNG), so a
     resumed trial continues the schedule.
 The retention term acts on the default module (single-agent).
@@ -33,6 +36,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.typing import ModuleID, ParamDict, TensorType
 
+from ftcl.algorithms.pi_star import InitialAlpha, PiStar, load_pi_star_into, save_pi_star
 from ftcl.algorithms.retention_algorithm import RETENTION_CONFIG_KEY, RetentionSettings
 from ftcl.retention.finetune import FinetuneMethod
 from ftcl.retention.freezing import TrainingGate
@@ -120,6 +124,30 @@ class RetentionLearnerMixin:
             term.prepare(policy, data, teacher)
         self.retention_ready = True
         return {"theta_star_checksum": float(sum(p.detach().double().sum() for p in policy.actor_parameters().values()))}
+
+    # ------------------------------------------------------------------ π*
+    def load_pi_star(self, pi_star: PiStar, initial_alpha: InitialAlpha = "from_pretrained") -> None:
+        """Set the whole module from π* (strict; targets follow their networks), then the extras."""
+        load_pi_star_into(self._retention_module(), pi_star)  # type: ignore[arg-type]
+        self._load_pi_star_extras(pi_star, initial_alpha)
+
+    def export_pi_star(self, path: str) -> dict[str, Any] | None:
+        """Write this learner's module (and extras such as SAC's α) as π*; return its contents.
+
+        With several (DDP) learners, all hold the same weights and only rank 0 writes (others: None)."""
+        from ftcl.algorithms.pi_star import read_pi_star
+
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return None
+        save_pi_star(self._retention_module(), path, log_alpha=self._pi_star_log_alpha())
+        return read_pi_star(path).contents()
+
+    def _load_pi_star_extras(self, pi_star: PiStar, initial_alpha: InitialAlpha) -> None:
+        """What the algorithm's learner holds besides the module (SAC: α)."""
+
+    def _pi_star_log_alpha(self) -> float | None:
+        """log α of an algorithm with a temperature (SAC), else None."""
+        return None
 
     # ------------------------------------------------------------------ loss
     def compute_loss_for_module(

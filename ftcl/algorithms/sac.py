@@ -15,17 +15,21 @@ in one learner call (`rllib_overrides.sac_training_step`).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import torch
 from ray.rllib.algorithms.sac import SAC, SACConfig
 from ray.rllib.algorithms.sac.sac_learner import QF_LOSS_KEY, QF_TWIN_LOSS_KEY
 from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
 from ray.rllib.algorithms.sac.torch.sac_torch_learner import SACTorchLearner
+from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.from_config import NotProvided
 from ray.rllib.utils.typing import ModuleID, TensorType
 
+from ftcl.algorithms.pi_star import InitialAlpha, PiStar
 from ftcl.algorithms.retention_algorithm import RetentionAlgorithmMixin, RetentionConfigMixin
 from ftcl.algorithms.retention_learner import RetentionLearnerMixin
 from ftcl.algorithms.rllib_overrides import FusedGradientCheckMixin, FusedTargetUpdateMixin, sac_training_step
@@ -56,6 +60,20 @@ class RetentionSACTorchLearner(RetentionLearnerMixin, FusedGradientCheckMixin, F
             module = self.module[module_id].unwrapped()
             cache[(module_id, optimizer_name)] = [n for n, p in module.named_parameters() if id(p) in stepped]
         return cache[(module_id, optimizer_name)]
+
+    def _pi_star_log_alpha(self) -> float:
+        return float(self.curr_log_alpha[DEFAULT_MODULE_ID].detach().cpu()[0])
+
+    def _load_pi_star_extras(self, pi_star: PiStar, initial_alpha: InitialAlpha) -> None:
+        """α at fine-tuning start: π*'s log α, or log of the number given (the optimizer keeps its tensor)."""
+        if initial_alpha == "from_pretrained":
+            if pi_star.log_alpha is None:
+                raise ValueError(f"π* checkpoint {str(pi_star.path)!r} holds no α; give initial_alpha as a number")
+            log_alpha = pi_star.log_alpha
+        else:
+            log_alpha = math.log(float(initial_alpha))
+        with torch.no_grad():
+            self.curr_log_alpha[DEFAULT_MODULE_ID].fill_(log_alpha)
 
     def _add_retention_losses(
         self, module_id: ModuleID, total_loss: TensorType, actor_loss: TensorType, term: RetentionTerm

@@ -2,10 +2,11 @@
 
 `export_pretrained` writes what the pre-training trial of a grid variant leaves in the experiment
 folder, `pretrained/v<k>/`:
-- `module/` — π*'s RLModule checkpoint;
+- `module/` — π*, the whole agent of the learner (actor, critics, SAC's α; `ftcl.algorithms.pi_star`);
 - `data.npz` — transitions collected by π* (the retention data of the fine-tuning methods);
-- `provenance.json` — command, spec, env, budget, seed, π*'s success per evaluation suite, the
-  demonstrations that guided it, git SHA, package versions and the SHA-256 of both files.
+- `provenance.json` — command, spec, env, budget, seed, what π* holds (tensors and parameters per
+  part, α), π*'s success per evaluation suite, the demonstrations that guided it, git SHA, package
+  versions and the SHA-256 of both files.
 `export_pretrained_artifacts` copies those folders to the place `ftcl pretrain --out` names.
 """
 from __future__ import annotations
@@ -38,8 +39,9 @@ def export_pretrained(algo: Algorithm, spec: ExperimentSpec, trial: ExperimentSp
 
     out = pretrained_dir(experiment_dir, plan.variant_index)
     out.mkdir(parents=True, exist_ok=True)
-    module = algo.get_module()
-    module.save_to_path(str(out / "module"))
+    written = algo.learner_group.foreach_learner(lambda learner: learner.export_pi_star(str(out / "module")))
+    contents = next(result.get() for result in written if result.get() is not None)
+    module = algo.get_module()  # the EnvRunner's actor: the same weights as the learner's
     entry = ENVS[trial.env.name]
     options = entry.validate_options(trial.env.options)
     env = entry.make(options)
@@ -72,6 +74,7 @@ def export_pretrained(algo: Algorithm, spec: ExperimentSpec, trial: ExperimentSp
         "algorithm": trial.algorithm.name,
         "env_steps": env_steps,
         "seed": plan.seed,
+        "contents": contents,
         "success_on_pretraining_task": success,
         "success_per_evaluation_suite": success_per_suite,
         "evaluation_episodes": EVALUATION_EPISODES,

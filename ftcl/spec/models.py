@@ -141,10 +141,15 @@ class PretrainTrainSpec(_Strict):
 
 class PretrainedSpec(_Strict):
     module: Path | None = None
-    """An RLModule checkpoint directory (as written by `ftcl pretrain` or `module.save_to_path`)."""
+    """π*: the `module/` folder that `ftcl pretrain` writes (the whole agent: actor, critics, SAC's α)."""
     data: Path | None = None
     """The retention data (.npz) collected by π*."""
     train: PretrainTrainSpec | None = None
+    initial_alpha: Literal["from_pretrained"] | PositiveFloat = "from_pretrained"
+    """SAC's temperature α when fine-tuning starts from π*: π*'s own α (`from_pretrained`, default:
+    π* is the whole agent, and α = 1 would weigh entropy ≈ 17× more than the α ≈ 0.06 that
+    pre-training settled on) or a number. Methods that start from scratch use
+    `algorithm.options.initial_alpha` (RLlib: 1.0)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "PretrainedSpec":
@@ -237,6 +242,9 @@ class ExperimentSpec(_Strict):
                     f"methods: {method.name!r} needs an off-policy algorithm ({', '.join(OFF_POLICY)}), "
                     f"not {self.algorithm.name!r}"
                 )
+        if self.pretrained.initial_alpha != "from_pretrained" and self.algorithm.name not in OFF_POLICY:
+            raise ValueError(f"pretrained.initial_alpha: only {', '.join(OFF_POLICY)} have a temperature α, "
+                             f"not {self.algorithm.name!r}; leave it out")
         if self.algorithm.actor_optimizer is not None and self.algorithm.name != "ppo":
             raise ValueError("algorithm.actor_optimizer: only supported for ppo")
         for key, values in self.grid.items():

@@ -18,6 +18,7 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
 
 from ftcl.algorithms import algorithm_config_class
+from ftcl.algorithms.pi_star import read_pi_star, save_pi_star
 from ftcl.algorithms.ppo import RetentionPPO, RetentionPPOConfig
 from ftcl.algorithms.retention_algorithm import RETENTION_CONFIG_KEY
 from ftcl.algorithms.sac import RetentionSACConfig
@@ -65,6 +66,10 @@ def base_config(algorithm: str):
     return config.training(train_batch_size=64, minibatch_size=32, num_epochs=1)
 
 
+SAC_LOG_ALPHA = -1.5
+"""log α of the test π* of SAC."""
+
+
 def distinctive_weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Overwrite every parameter with a recognisable pattern (not an initialisation)."""
     with torch.no_grad():
@@ -76,7 +81,7 @@ def distinctive_weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    """Per algorithm: a saved RLModule with distinctive weights θ* and π*'s data."""
+    """Per algorithm: a π* (whole module, SAC's α) with distinctive weights θ* and π*'s data."""
     root = tmp_path_factory.mktemp("pretrained")
     artifacts = {}
     for algorithm in ("ppo", "appo", "sac"):
@@ -86,7 +91,7 @@ def pretrained(tmp_path_factory):
         module = spec.build()
         theta_star = distinctive_weights(module)
         module_dir = root / f"{algorithm}_module"
-        module.save_to_path(module_dir)
+        save_pi_star(module, module_dir, log_alpha=SAC_LOG_ALPHA if algorithm == "sac" else None)
         data = collect_policy_data(module, env, num_transitions=300, seed=1)
         data_path = save_retention_data(root / f"{algorithm}_data.npz", data)
         artifacts[algorithm] = {"module": module_dir, "data": data_path, "theta_star": theta_star}
@@ -229,7 +234,7 @@ def test_every_term_changes_actor_gradients_and_leaves_critic_gradients_alone(al
             assert actor_difference > 1e-4, f"{algorithm}/{term_name} did not change the actor's gradients"
             for name in critic:
                 torch.testing.assert_close(with_term[name], without_term[name], msg=f"{algorithm}/{term_name}: {name}")
-            algo.restore_from_path(pretrained[algorithm]["module"], component="learner_group/learner/rl_module/default_policy")
+            algo.learner_group._learner.load_pi_star(read_pi_star(pretrained[algorithm]["module"]))
     finally:
         algo.stop()
 
@@ -395,7 +400,7 @@ def test_custom_linear_policy_module_gets_actor_pi_and_critic_vf(tmp_path):
     spec = RLModuleSpec(module_class=LinearPolicyModule, observation_space=env.observation_space, action_space=env.action_space, model_config={})
     module = spec.build()
     theta_star = distinctive_weights(module)
-    module.save_to_path(tmp_path / "module")
+    save_pi_star(module, tmp_path / "module")
     save_retention_data(tmp_path / "data.npz", collect_policy_data(module, env, num_transitions=200, seed=0))
     config = (
         base_config("ppo")
