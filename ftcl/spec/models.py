@@ -176,13 +176,22 @@ class EvaluationSpec(_Strict):
     """Evaluation suites (names as in `suites`, e.g. `stage_3_push-wall`) on whose states the current
     policy's log-likelihood of π*'s stored actions, mean of log π_θ(a*|s*) over π*'s data rows that
     belong to the suite, is logged at every evaluation as `analysis/log_likelihood/<suite>` (paper
-    Fig. 8: it collapses on FAR states under plain fine-tuning). Computed for every fine-tuning trial,
-    scratch included (a baseline curve); needs π*'s data (`pretrained.data` or `pretrained.train`)."""
+    Fig. 8: it collapses on FAR states under plain fine-tuning), with quantiles over the states as
+    `analysis/log_likelihood_<q>/<suite>` (q10, q25, median, q75, q90); every state's value goes to
+    the run's artifact `analysis/state_log_likelihood.npz`, from which `ftcl report` draws the
+    paper's figure (states in 2-D by PCA, coloured by log-likelihood). Computed for every fine-tuning
+    trial, scratch included (a baseline curve); needs π*'s data (`pretrained.data` or
+    `pretrained.train`)."""
+    cka: bool = False
+    """Log linear CKA of every hidden layer of actor and critics against θ* at every evaluation of a
+    fine-tuning trial, as `analysis/cka/<network>/layer_<k>` (network: actor, critic, critic_twin;
+    paper Fig. 20), on up to 1000 of π*'s stored states (s*, with a* for the Q-networks). 1.0 at env
+    step 0 when fine-tuning starts from θ*; needs π*'s module and data."""
 
     @property
     def active(self) -> bool:
-        """Whether the trial evaluates at all (suites to run or log-likelihoods to log)."""
-        return bool(self.suites or self.log_likelihood_suites)
+        """Whether the trial evaluates at all (suites to run, log-likelihoods or CKA to log)."""
+        return bool(self.suites or self.log_likelihood_suites or self.cka)
 
 
 class TrackingSpec(_Strict):
