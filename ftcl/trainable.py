@@ -2,9 +2,12 @@
 
 - `FtclTrainable`: one trial that owns one RLlib Algorithm (built from the trial's spec), trains it
   to the env-step budget, reports flat metrics with `env_steps` as the x-axis, runs the spec's
-  evaluation suites (and, for fine-tuning, the log-likelihood of π*'s stored actions), exports π*
-  at the end of a pre-training trial, and checkpoints through the Algorithm's own checkpointing so
-  Tune can resume it.
+  evaluation suites (and, for fine-tuning, the analyses on π*'s stored states: log-likelihood of
+  its actions, layer CKA against θ*, `ftcl.evaluation.analyses`; the per-state log-likelihoods are
+  written to `<experiment>/analysis/<stage>/<trial>/state_log_likelihood.npz` and logged to the
+  trial's MLflow run at every evaluation), exports π* at the end of a pre-training trial, and
+  checkpoints through the Algorithm's own checkpointing (with the per-state record) so Tune can
+  resume it.
 - `analytic_trainable`: one trial of an analytic toy (no RLlib).
 
 Both take the same Tune parameters: the spec as JSON, the stage's plans by key, the experiment
@@ -16,14 +19,18 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
+from ftcl.evaluation.state_records import ARTIFACT_DIR, FILE_NAME as STATE_RECORD_FILE
 from ftcl.plan import TrialPlan, pi_star_paths, pretrained_paths, trial_spec
 from ftcl.pretrain.export import export_pretrained
 from ftcl.trial_config import build_algorithm_config, register_envs
 from ftcl.spec import ExperimentSpec
+
+if TYPE_CHECKING:
+    from ftcl.evaluation.analyses import FineTuningAnalyses
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -35,6 +42,46 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+class RunArtifacts:
+    """Logs files as artifacts of the trial's MLflow run (made by `ftcl.tracking.callbacks.MLflowTracking`
+    on the driver, found here by its `ftcl.trial` and `ftcl.group` tags). A run that does not exist
+    yet is looked up again at the next call; a failure is reported once and never stops the trial."""
+
+    def __init__(self, spec: ExperimentSpec, group: str, trial_key: str) -> None:
+        self.uri = spec.tracking.uri
+        self.experiment = spec.experiment_name
+        self.group = group
+        self.trial_key = trial_key
+        self.run_id: str | None = None
+        self.failed = False
+
+    def log(self, path: Path, artifact_dir: str) -> bool:
+        """Log `path` under `artifact_dir` of the run (replacing an earlier file of that name)."""
+        if self.failed:
+            return False
+        try:
+            from mlflow.tracking import MlflowClient
+
+            from ftcl.tracking import store
+
+            client = MlflowClient(tracking_uri=store.tracking_uri(self.uri))
+            if self.run_id is None:
+                experiment = client.get_experiment_by_name(self.experiment)
+                runs = [] if experiment is None else client.search_runs(
+                    [experiment.experiment_id], max_results=1,
+                    filter_string=f"tags.`ftcl.trial` = '{self.trial_key}' and tags.`ftcl.group` = '{self.group}'")
+                if not runs:
+                    return False
+                self.run_id = runs[0].info.run_id
+            client.log_artifact(self.run_id, str(path), artifact_dir)
+            return True
+        except Exception as error:  # tracking must not end a trial: MLflow raises many kinds of errors
+            self.failed = True
+            print(f"[ftcl] {self.trial_key}: logging {path.name} to MLflow failed ({type(error).__name__}: "
+                  f"{error}); it stays at {path}", file=sys.stderr)
+            return False
 
 
 class FtclTrainable(tune.Trainable):
@@ -59,14 +106,16 @@ class FtclTrainable(tune.Trainable):
         self.env_steps = 0
         self.next_evaluation = 0
         self.last_time = time.time()
-        self.expert_rows: dict[str, tuple[Any, Any]] | None = None  # π*'s rows per suite (Fig. 8), loaded once
+        self.analyses: FineTuningAnalyses | None = None  # on π*'s stored states, loaded at the first evaluation
+        self.mlflow_artifacts = RunArtifacts(self.spec, group=self.experiment_dir.name, trial_key=self.plan.key)
+        self.record_logged = True  # whether the latest state record reached MLflow
 
     # ---- evaluation ----
     def _evaluate(self) -> dict[str, float]:
-        """Evaluation suites (success, return, length) and, for fine-tuning trials, the
-        log-likelihood of π*'s stored actions on each of `log_likelihood_suites` (paper Fig. 8)."""
+        """Evaluation suites (success, return, length) and, for fine-tuning trials, the analyses on
+        π*'s stored states (`FineTuningAnalyses`: log-likelihood of its actions, paper Fig. 8; layer
+        CKA against θ*, Fig. 20)."""
         from ftcl.envs.registry import ENVS
-        from ftcl.evaluation.likelihood import stored_action_log_likelihood
         from ftcl.evaluation.suites import evaluate_policy
 
         evaluation = self.trial.evaluation
@@ -84,36 +133,54 @@ class FtclTrainable(tune.Trainable):
                 seed=10_000 + self.plan.seed, explore=evaluation.explore,
             )
             metrics.update({f"evaluation/{suite}/{k}": v for k, v in values.items()})
-        if self.plan.stage == "finetune":
-            for suite, (observations, actions) in self._expert_rows(options).items():
-                # ℓ(θ) = mean log π_θ(a*|s*) over π*'s stored rows of the suite
-                metrics[f"analysis/log_likelihood/{suite}"] = stored_action_log_likelihood(
-                    module, observations, actions
-                )
+        if self.plan.stage == "finetune" and self._analyses().active:
+            started = time.perf_counter()
+            metrics.update(self._analyses().evaluate(self.env_steps, module, self._learner_activations))
+            metrics["throughput/analysis_s"] = time.perf_counter() - started  # the analyses' cost
+            self._write_state_record()
         return metrics
 
-    def _expert_rows(self, options: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-        """Suite -> (s*, a*): π*'s stored rows of each of `log_likelihood_suites`, loaded once.
+    def _analyses(self) -> FineTuningAnalyses:
+        """The trial's analyses on the spec's π* (`pi_star_paths`: scratch trials read it too)."""
+        if self.analyses is None:
+            from ftcl.envs.registry import ENVS
+            from ftcl.evaluation.analyses import FineTuningAnalyses
 
-        Every fine-tuning trial reads the spec's π* data (`pi_star_paths`), scratch included: a
-        scratch trial starts from no π*, and its curve is the baseline.
-        """
-        if self.expert_rows is None:
-            from ftcl.evaluation.likelihood import suite_rows
-            from ftcl.data.retention_data import load_retention_data
+            module_path, data_path = pi_star_paths(self.spec, self.experiment_dir, self.plan.variant_index)
+            evaluation = self.trial.evaluation
+            self.analyses = FineTuningAnalyses(
+                env_name=self.trial.env.name,
+                env_options=ENVS[self.trial.env.name].validate_options(self.trial.env.options),
+                log_likelihood_suites=evaluation.log_likelihood_suites, cka=evaluation.cka,
+                module_path=module_path, data_path=data_path, label=self.plan.key,
+            )
+        return self.analyses
 
-            names = self.trial.evaluation.log_likelihood_suites
-            if not names:
-                self.expert_rows = {}
-                return self.expert_rows
-            _, data_path = pi_star_paths(self.spec, self.experiment_dir, self.plan.variant_index)
-            data = load_retention_data(data_path)
-            self.expert_rows = suite_rows(data, self.trial.env.name, options, names)
-            empty = [suite for suite, (observations, _) in self.expert_rows.items() if len(observations) == 0]
-            if empty:
-                print(f"[ftcl] {self.plan.key}: π*'s data {data_path} has no states of suite(s) {empty}; "
-                      "their log-likelihood is not logged", file=sys.stderr)
-        return self.expert_rows
+    def _learner_activations(self, observations: Any, actions: Any, networks: list[str]) -> dict[str, list[Any]]:
+        """Layer activations of the learner's module (actor and critics; the env runners' module is
+        the actor alone) on (s*, a*)."""
+        from ray.rllib.core import DEFAULT_MODULE_ID
+
+        from ftcl.evaluation.cka import layer_activations
+
+        def activations(learner, _obs=observations, _actions=actions, _networks=networks):
+            return layer_activations(learner.module[DEFAULT_MODULE_ID].unwrapped(), _obs, _actions, _networks)
+
+        errors = []
+        for result in self.algo.learner_group.foreach_learner(activations):
+            if result.ok:  # DDP learners hold the same weights: the first answer is enough
+                return result.get()
+            errors.append(result.get())
+        raise RuntimeError(f"no learner returned its activations: {errors}")
+
+    def _state_record_path(self) -> Path:
+        return self.experiment_dir / ARTIFACT_DIR / self.plan.stage / self.plan.key / STATE_RECORD_FILE
+
+    def _write_state_record(self) -> None:
+        """Rewrite the per-state record and log it as the run's MLflow artifact (`ARTIFACT_PATH`)."""
+        path = self.analyses.save_record(self._state_record_path()) if self.analyses else None
+        if path is not None:
+            self.record_logged = self.mlflow_artifacts.log(path, ARTIFACT_DIR)
 
     # ---- training ----
     def step(self) -> dict:
@@ -146,14 +213,20 @@ class FtclTrainable(tune.Trainable):
         self.algo.save_to_path(checkpoint_dir)
         state = {"env_steps": self.env_steps, "next_evaluation": self.next_evaluation}
         (Path(checkpoint_dir) / "ftcl_trial_state.json").write_text(json.dumps(state))
+        if self.analyses is not None:  # the per-state record so far: a resumed trial continues it
+            self.analyses.save_record(Path(checkpoint_dir) / STATE_RECORD_FILE)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         self.algo.restore_from_path(checkpoint_dir)
         state = json.loads((Path(checkpoint_dir) / "ftcl_trial_state.json").read_text())
         self.env_steps, self.next_evaluation = state["env_steps"], state["next_evaluation"]
         self.last_time = time.time()
+        if self.plan.stage == "finetune":
+            self._analyses().restore_record(Path(checkpoint_dir) / STATE_RECORD_FILE)
 
     def cleanup(self) -> None:
+        if not getattr(self, "record_logged", True) and self._state_record_path().is_file():  # run not found before
+            self.mlflow_artifacts.log(self._state_record_path(), ARTIFACT_DIR)
         self.algo.stop()
 
 

@@ -5,6 +5,7 @@ import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+import fnmatch
 import math
 
 import gymnasium as gym
@@ -17,7 +18,14 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from ftcl.envs.registry import ENVS
 from ftcl.envs.robotic_sequence import META_WORLD_OBS_DIM
-from ftcl.evaluation.likelihood import select_rows, stored_action_log_likelihood, suite_rows
+from ftcl.evaluation.likelihood import (
+    log_likelihood_metrics,
+    select_rows,
+    stored_action_log_likelihood,
+    stored_action_log_likelihoods,
+    suite_rows,
+)
+from ftcl.evaluation.state_records import StateRecord, pca_2d, read_state_record
 from ftcl.models.multihead_sac import MultiHeadSACModule
 from ftcl.spec import REPO_ROOT, SpecError, load_spec
 
@@ -146,3 +154,80 @@ def test_spec_needs_pretrained_data_for_log_likelihoods():
     assert load_spec(APPLE, no_pi_star).evaluation.log_likelihood_suites == []
     with pytest.raises(SpecError, match=r"log_likelihood_suites: needs π\*'s stored data"):
         load_spec(APPLE, [*no_pi_star, "evaluation.log_likelihood_suites=[far]"])
+
+
+# ---------------------------------------------------------------- per-state values (Fig. 8 as drawn)
+def test_per_state_values_average_to_the_mean(module):
+    observations = observations_at([k % NUM_STAGES for k in range(32)])
+    actions = np.random.default_rng(2).uniform(-1, 1, size=(32, ACTION_DIM)).astype(np.float32)
+    values = stored_action_log_likelihoods(module, observations, actions)
+    assert values.shape == (32,) and values.dtype == np.float64
+    assert values.mean() == pytest.approx(stored_action_log_likelihood(module, observations, actions), rel=1e-5)
+    assert stored_action_log_likelihoods(module, observations[:0], actions[:0]).shape == (0,)
+
+
+def test_quantiles_are_not_dominated_by_a_few_collapsed_states():
+    values = np.concatenate([np.linspace(0.0, 10.0, 99), [-1e12]])
+    metrics = log_likelihood_metrics("stage_3_push-wall", values)
+    assert sorted(metrics) == sorted(
+        ["analysis/log_likelihood/stage_3_push-wall"]
+        + [f"analysis/log_likelihood_{q}/stage_3_push-wall" for q in ("q10", "q25", "median", "q75", "q90")])
+    assert metrics["analysis/log_likelihood/stage_3_push-wall"] < -1e9  # the mean: one state dominates
+    assert metrics["analysis/log_likelihood_median/stage_3_push-wall"] == pytest.approx(np.median(values))
+    assert 0.0 < metrics["analysis/log_likelihood_q10/stage_3_push-wall"] < metrics[
+        "analysis/log_likelihood_q90/stage_3_push-wall"] < 10.0
+    # the dashboard's mean glob does not pick up the quantiles
+    assert fnmatch.filter(metrics, "analysis/log_likelihood/stage_*") == ["analysis/log_likelihood/stage_3_push-wall"]
+    assert all(np.isnan(v) for v in log_likelihood_metrics("far", np.zeros(0)).values())
+
+
+def test_pca_is_deterministic_and_keeps_the_main_directions():
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(500, 2)) * [5.0, 2.0]
+    rotation = np.linalg.qr(rng.normal(size=(6, 6)))[0][:, :2]
+    observations = latent @ rotation.T + 0.01 * rng.normal(size=(500, 6)) + 3.0
+    xy, explained = pca_2d(observations)
+    again, _ = pca_2d(observations.copy())
+    np.testing.assert_array_equal(xy, again)
+    assert xy.shape == (500, 2) and explained.sum() > 0.99 and explained[0] > explained[1]
+    assert abs(np.corrcoef(xy[:, 0], latent[:, 0])[0, 1]) > 0.99
+    assert pca_2d(observations[:1])[0].shape == (1, 2)  # one state: no second component, zeros
+
+
+def test_state_record_round_trip_and_resumed_evaluations_replace_later_ones(tmp_path):
+    rows = {"stage_2_peg-unplug-side": np.array([0, 2, 4]), "stage_3_push-wall": np.array([1, 3])}
+    observations = {suite: np.random.default_rng(len(r)).normal(size=(len(r), 5)) for suite, r in rows.items()}
+    record = StateRecord.start(rows, observations)
+    for step in (0, 1000, 2000):
+        record.add(step, {suite: np.full(len(r), -float(step)) for suite, r in rows.items()})
+    record.add(1000, {suite: np.full(len(r), 7.0) for suite, r in rows.items()})  # resumed after 1000
+    path = record.save(tmp_path / "analysis" / "state_log_likelihood.npz")
+    loaded = read_state_record(path)
+    assert loaded.env_steps == [0, 1000] and list(loaded.suites) == list(rows)
+    matrix = loaded.matrix("stage_3_push-wall")
+    assert matrix.shape == (2, 2) and matrix.dtype == np.float32 and matrix[1].tolist() == [7.0, 7.0]
+    np.testing.assert_array_equal(loaded.suites["stage_2_peg-unplug-side"].rows, [0, 2, 4])
+    np.testing.assert_array_equal(loaded.suites["stage_3_push-wall"].xy, record.suites["stage_3_push-wall"].xy)
+    with pytest.raises(ValueError, match="has 2 states"):
+        record.add(3000, {"stage_2_peg-unplug-side": np.zeros(3), "stage_3_push-wall": np.zeros(5)})
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="state record .*broken.npz.* is unreadable"):
+        read_state_record(tmp_path / "broken.npz")
+
+
+def test_a_restored_trial_continues_its_checkpoints_record(tmp_path):
+    from ftcl.evaluation.analyses import FineTuningAnalyses
+
+    def analyses():
+        return FineTuningAnalyses(env_name="robotic_sequence", env_options={}, log_likelihood_suites=["far"],
+                                  cka=False, module_path=None, data_path=None)
+
+    before = analyses()
+    assert before.save_record(tmp_path / "none.npz") is None  # nothing evaluated yet: nothing written
+    before.record = StateRecord.start({"far": np.arange(3)}, {"far": np.eye(3)})
+    before.record.add(0, {"far": np.ones(3)})
+    before.save_record(tmp_path / "checkpoint" / "state_log_likelihood.npz")
+    after = analyses()
+    after.restore_record(tmp_path / "checkpoint" / "state_log_likelihood.npz")
+    after.restore_record(tmp_path / "elsewhere.npz")  # absent: keeps what it has
+    assert after.record is not None and after.record.env_steps == [0]
