@@ -47,6 +47,7 @@ from ftcl.tracking.report.runs import (
     runs_overview,
     select_runs,
 )
+from ftcl.tracking.report.state_figures import draw_state_figures
 from ftcl.tracking.report.stats import (
     MAX_GRID_POINTS,
     NO_VALUE,
@@ -163,6 +164,7 @@ def build_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = draw_panels(panel_jobs, layout=dashboard, grouping=grouping, out_dir=out_dir, warnings=warnings)
+    figures += draw_state_figures(client, runs, dashboard, out_dir, warnings)  # paper Fig. 8, from run artifacts
 
     table_csv = out_dir / "final_table.csv"
     table_md = out_dir / "final_table.md"
