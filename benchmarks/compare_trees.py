@@ -90,7 +90,12 @@ def measure(algorithm: str, method: str, windows: int = 3) -> dict:
         spec = config.get_rl_module_spec(env=env)
         spec.observation_space, spec.action_space = env.observation_space, env.action_space
         module = spec.build()
-        module.save_to_path(Path(scratch) / "module")
+        try:  # trees since π* became the whole agent refuse a bare RLModule checkpoint
+            from ftcl.algorithms.pi_star import save_pi_star
+        except ImportError:
+            module.save_to_path(Path(scratch) / "module")
+        else:
+            save_pi_star(module, Path(scratch) / "module", log_alpha=-1.6 if algorithm == "sac" else None)
         data = save_retention_data(Path(scratch) / "data.npz", collect_policy_data(module, env, DATA_ROWS, seed=1))
         algo = config.retention(method=METHODS[method], pretrained_module_path=Path(scratch) / "module",
                                 retention_data_path=data).build_algo()

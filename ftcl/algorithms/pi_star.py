@@ -20,7 +20,7 @@ Loading (`load_pi_star_into`) is strict: every tensor of the receiving module ex
 must be in the checkpoint with the same shape, and nothing else may be — a checkpoint without
 critics, a truncated state file or another architecture is a ValueError naming what differs,
 never a silent partial load. `read_pi_star` checks the folder and its contents without a module,
-so specs are refused before anything is written.
+so specs are refused before anything is written (`ftcl validate` reads it: no torch import).
 """
 from __future__ import annotations
 
@@ -29,10 +29,12 @@ import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a module is loaded, so `ftcl validate` stays light
+    import torch
 
 AGENT_FILE = "agent.json"
 """The part of a π* folder that says what it holds (module doc)."""
@@ -169,6 +171,8 @@ def _describe(names_by_part: dict[str, list[str]], shown: int = 4) -> str:
 
 def load_pi_star_into(module: torch.nn.Module, pi_star: PiStar) -> None:
     """Set every tensor of `module` from π* (targets follow their networks); strict (module doc)."""
+    import torch
+
     targets = target_network_prefixes(module)
     current = module.state_dict()
     expected = {name: tensor for name, tensor in current.items() if not _under(name, targets)}

@@ -138,12 +138,29 @@ def _check_files(spec: ExperimentSpec, spec_path: Path) -> None:
         path = getattr(spec.pretrained, key)
         if path is not None and not Path(path).exists():
             raise SpecError(f"{spec_path}: pretrained.{key}: file not found: {path}")
+    if spec.pretrained.module is not None and any(method.starts_from_pretrained for method in spec.methods):
+        from ftcl.algorithms import ALGORITHMS
+        from ftcl.algorithms.pi_star import read_pi_star
+
+        off_policy = spec.algorithm.name in ALGORITHMS and ALGORITHMS[spec.algorithm.name].off_policy
+        try:  # the whole agent, readable: actor, critics, and α where SAC starts from π*'s
+            read_pi_star(spec.pretrained.module, needs_critics=True,
+                         needs_alpha=off_policy and spec.pretrained.initial_alpha == "from_pretrained")
+        except ValueError as error:
+            raise SpecError(f"{spec_path}: pretrained.module: {error}") from None
 
 
 def _check_suites(spec: ExperimentSpec, spec_path: Path) -> None:
     """`evaluation.suites` and `evaluation.log_likelihood_suites` name suites of the env; the latter
     also need π*'s data."""
     evaluation = spec.evaluation
+    if evaluation.cka and spec.pretrained.module is None and spec.pretrained.train is None:
+        raise SpecError(
+            f"{spec_path}: evaluation.cka: compares the layers against θ* and needs π*; give `pretrained.module` "
+            "and `pretrained.data` (its stored states) or `pretrained.train`"
+        )
+    if evaluation.cka and spec.pretrained.module is not None and spec.pretrained.data is None:
+        raise SpecError(f"{spec_path}: evaluation.cka: needs π*'s stored states; give `pretrained.data`")
     if evaluation.log_likelihood_suites and spec.pretrained.data is None and spec.pretrained.train is None:
         raise SpecError(
             f"{spec_path}: evaluation.log_likelihood_suites: needs π*'s stored data; give `pretrained.data` "

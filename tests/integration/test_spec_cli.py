@@ -81,6 +81,12 @@ def write_spec(tmp_path: Path, mutate) -> Path:
          "'bc' starts from π*"),
         (lambda raw: raw.update(grid={"env.options.apple_distance": [5, -1]}), "grid env.options.apple_distance=-1"),
         (lambda raw: raw["env"].update(name="robotic_sequence", options={"stages": ["fly-v3"]}), "fly-v3"),
+        # a folder that exists but holds no π* (the whole agent with agent.json)
+        (lambda raw: raw.update(pretrained={"module": str(REPO_ROOT / "tune_configs")}),
+         "pretrained.module: π* checkpoint"),
+        (lambda raw: raw["pretrained"].update(initial_alpha=0.1), "pretrained.initial_alpha: only sac"),
+        (lambda raw: raw.update(methods=[{"name": "scratch"}], pretrained={}, evaluation={"cka": True}),
+         "evaluation.cka: compares the layers against θ* and needs π*"),
     ],
 )
 def test_bad_spec_files(tmp_path, mutate, message):
