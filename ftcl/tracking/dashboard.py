@@ -1,9 +1,13 @@
 """Dashboard layouts: which metrics a report plots and tabulates, grouped and faceted by which tags.
 
 A layout is a small YAML file in the repository's `dashboards/` folder (or anywhere, given by
-path), validated by `DashboardLayout`. Panel and table metrics may be glob patterns
-(`evaluation/*/success`, `learners/default_policy/retention_*`) that the report expands to every
-matching metric key the selected runs logged.
+path), validated by `DashboardLayout`. Panel, table and forward-transfer metrics may be glob
+patterns (`evaluation/*/success`, `evaluation/stage_*/success@min`,
+`learners/default_policy/retention_*`) that the report expands to every matching metric key the
+selected runs logged, in natural order (`stage_2_…` before `stage_10_…`): a layout need not know
+an experiment's stages. A per-stage key (a path segment `stage_<k>_<task>`, e.g.
+`evaluation/stage_2_peg-unplug-side/success`) is titled `stage 2: peg-unplug-side`, with `(FAR)` or
+`(CLOSE)` when the runs record which stages π* was pre-trained on (see `report.runs.stage_roles`).
 
 Example::
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +42,7 @@ DASHBOARDS_DIR: Path = Path(ftcl.__file__).resolve().parent.parent / "dashboards
 """The folder of shipped layouts (`<repo>/dashboards`)."""
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
+_STAGE_SEGMENT = re.compile(r"^stage_(\d+)_(.+)$")
 
 
 class LayoutError(ValueError):
@@ -155,11 +161,40 @@ def is_glob(pattern: str) -> bool:
     return bool(_GLOB_CHARS.search(pattern))
 
 
+def natural_key(text: str) -> list[tuple[int, int | str]]:
+    """Sort key that orders digit runs by value: `stage_2_x` before `stage_10_y`."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text)]
+
+
 def expand_metric(pattern: str, available: set[str] | list[str]) -> list[str]:
-    """Metric keys matching `pattern` (exact key or glob), sorted; empty if none match."""
+    """Metric keys matching `pattern` (exact key or glob), in natural order; empty if none match."""
     if not is_glob(pattern):
         return [pattern] if pattern in available else []
-    return sorted(key for key in available if fnmatch.fnmatchcase(key, pattern))
+    return sorted((key for key in available if fnmatch.fnmatchcase(key, pattern)), key=natural_key)
+
+
+def stage_of(metric: str) -> tuple[int, str] | None:
+    """(stage index, task) of a per-stage metric key (a path segment `stage_<k>_<task>`), else None."""
+    for segment in metric.split("/"):
+        match = _STAGE_SEGMENT.match(segment)
+        if match:
+            return int(match[1]), match[2]
+    return None
+
+
+def metric_role(metric: str, roles: Mapping[str, str]) -> str | None:
+    """The role (`FAR`, `CLOSE`) of the first path segment of `metric` that `roles` (suite -> role)
+    names, else None."""
+    return next((roles[segment] for segment in metric.split("/") if segment in roles), None)
+
+
+def metric_title(metric: str, roles: Mapping[str, str] | None = None) -> str:
+    """A metric as a title: `stage 2: peg-unplug-side` for a per-stage key, else the key; then
+    ` (FAR)`/` (CLOSE)` when `roles` knows its suite."""
+    stage = stage_of(metric)
+    text = f"stage {stage[0]}: {stage[1]}" if stage is not None else metric
+    role = metric_role(metric, roles or {})
+    return f"{text} ({role})" if role else text
 
 
 def available_layouts(directory: Path = DASHBOARDS_DIR) -> list[str]:

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from scipy import stats
 from test_report import _log_run
 
 from ftcl.tracking.dashboard import LayoutError, load_layout
 from ftcl.tracking.report import area_under_curve, build_report, forward_transfer
+from ftcl.tracking.report.stats import interval_estimate
 
 EXPERIMENT = "robotic_sequence"
 FULL = "evaluation/full/success"
@@ -56,7 +56,7 @@ def test_forward_transfer_against_a_baseline() -> None:
 def test_layout_section_is_validated(tmp_path: Path) -> None:
     shipped = load_layout("robotic_sequence").forward_transfer
     assert shipped is not None and shipped.baseline == "scratch"
-    assert shipped.metrics == [PEG, PUSH_WALL, FULL]
+    assert shipped.metrics == ["evaluation/stage_*/success", FULL]  # every stage the runs logged
     assert load_layout("apple_retrieval").forward_transfer is None
 
     head = "name: x\ntitle: X\npanels:\n  - {metric: a}\n"
@@ -135,19 +135,20 @@ def test_forward_transfer_table_in_csv_markdown_and_html(store: str, tmp_path: P
     finetune = table[table["method"] == "finetune"].iloc[0]
     bc = table[table["method"] == "bc"].iloc[0]
     ft = (np.array(FINETUNE_LEVELS) - 0.5) / 0.5
-    half = stats.t.ppf(0.95, df=2) * ft.std(ddof=1) / np.sqrt(3)
-    assert finetune[f"{PUSH_WALL}:mean"] == pytest.approx(0.4)
-    assert finetune[f"{PUSH_WALL}:ci_low"] == pytest.approx(0.4 - half)
-    assert finetune[f"{PUSH_WALL}:ci_high"] == pytest.approx(0.4 + half)
+    _, low, high = interval_estimate(ft, 0.9)
+    assert finetune[f"{PUSH_WALL}:iqm"] == pytest.approx(0.4)  # 3 runs: the IQM is the mean
+    assert finetune[f"{PUSH_WALL}:ci_low"] == pytest.approx(float(low))
+    assert finetune[f"{PUSH_WALL}:ci_high"] == pytest.approx(float(high))
+    assert 0.2 <= low < 0.4 < high <= 0.6  # a bootstrap interval stays within the runs' FT
     assert finetune[f"{PUSH_WALL}:n"] == 3
     assert finetune[f"{PUSH_WALL}:auc_baseline"] == pytest.approx(0.5)
     # bc learns like scratch: FT = 0, over the steps its shortest seed covers (AUC_b = 0.3 there)
-    assert bc[f"{PUSH_WALL}:mean"] == pytest.approx(0.0, abs=1e-12)
+    assert bc[f"{PUSH_WALL}:iqm"] == pytest.approx(0.0, abs=1e-12)
     assert bc[f"{PUSH_WALL}:auc_baseline"] == pytest.approx(0.3)
     # scratch is perfect on the full sequence: NaN, not a division by zero
-    assert np.isnan(finetune[f"{FULL}:mean"]) and finetune[f"{FULL}:n"] == 3
+    assert np.isnan(finetune[f"{FULL}:iqm"]) and finetune[f"{FULL}:n"] == 3
     # scratch never logged peg-unplug-side: no value
-    assert np.isnan(finetune[f"{PEG}:mean"]) and finetune[f"{PEG}:n"] == 0
+    assert np.isnan(finetune[f"{PEG}:iqm"]) and finetune[f"{PEG}:n"] == 0
 
     notes = files.forward_transfer_notes
     assert any("already perfect" in note and FULL in note for note in notes), notes
@@ -157,14 +158,14 @@ def test_forward_transfer_table_in_csv_markdown_and_html(store: str, tmp_path: P
     markdown = files.forward_transfer_md.read_text()
     assert f"| method | {PEG} FT | {PUSH_WALL} FT | {FULL} FT |" in markdown
     row = next(line for line in markdown.splitlines() if line.startswith("| finetune |"))
-    assert f"| 0.4 [{0.4 - half:.3g}, {0.4 + half:.3g}] (n=3) |" in row
+    assert f"| 0.4 [{float(low):.3g}, {float(high):.3g}] (n=3) |" in row
     assert "| — |" in row and "NaN (n=3)" in row
     assert "FT = (AUC − AUC_b) / (1 − AUC_b)" in markdown
 
     page = files.html.read_text()
     assert "<h2>Forward transfer vs scratch</h2>" in page
     assert "0.4 [" in page and "already perfect" in page
-    assert page.index("Forward transfer vs scratch") > page.index("averaged over runs</h2>")
+    assert page.index("Forward transfer vs scratch") > page.index("IQM over runs</h2>")
 
     # the Fig. 8 panel is drawn from the runs that logged it
     assert LOG_LIKELIHOOD in [figure.metric for figure in files.figures]
@@ -174,13 +175,11 @@ def test_selection_without_baseline_builds_with_a_note(store: str, tmp_path: Pat
     files = build_report(EXPERIMENT, tracking_uri=store, out_dir=tmp_path / "none", layout="robotic_sequence",
                          group="no_scratch", log_to_mlflow=False)
     note = "no runs of baseline method 'scratch' in this selection; forward transfer not computed"
-    assert files.forward_transfer_notes == [note] + [
-        f"{metric!r} is not logged by any selected run; its column is skipped" for metric in (PEG, FULL)
-    ]
+    assert files.forward_transfer_notes == [note, f"{FULL!r} is not logged by any selected run; its column is skipped"]
     assert note in files.forward_transfer_md.read_text()
     assert note.replace("'", "&#x27;") in files.html.read_text()
     table = pd.read_csv(files.forward_transfer_csv)
-    assert table.empty and list(table.columns[:2]) == ["method", f"{PUSH_WALL}:mean"]
+    assert table.empty and list(table.columns[:2]) == ["method", f"{PUSH_WALL}:iqm"]
     # panels whose metric no selected run logged (Fig. 8 among them) are skipped with a warning
     assert [figure.metric for figure in files.figures] == [PUSH_WALL]
     assert "no metric logged by the selected runs matches 'analysis/log_likelihood/stage_*'; panel skipped" in files.warnings
@@ -197,7 +196,7 @@ def test_one_baseline_per_variant(store: str, tmp_path: Path) -> None:
                          group="variants", log_to_mlflow=False)
     table = pd.read_csv(files.forward_transfer_csv)
     assert list(table["ftcl.variant"]) == ["a", "b"] and set(table["method"]) == {"finetune"}
-    np.testing.assert_allclose(table[f"{PUSH_WALL}:mean"], [0.75, 0.5])
+    np.testing.assert_allclose(table[f"{PUSH_WALL}:iqm"], [0.75, 0.5])
     np.testing.assert_allclose(table[f"{PUSH_WALL}:auc_baseline"], [0.5, 0.75])
     assert files.forward_transfer_notes == [
         "no runs of baseline method 'scratch' in ftcl.variant=c; forward transfer not computed there"

@@ -12,11 +12,10 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
-from scipy import stats
 
 from ftcl.tracking.dashboard import DASHBOARDS_DIR, available_layouts, expand_metric, load_layout
 from ftcl.tracking.report import ReportError, build_report
-from ftcl.tracking.report.stats import Curve, common_grid, mean_confidence_interval
+from ftcl.tracking.report.stats import Curve, common_grid, interval_estimate, interval_text
 
 EXPERIMENT = "apple_retrieval"
 OLD_GROUP = "apple_retrieval_20260101-000000"
@@ -152,16 +151,17 @@ def test_latest_group_report_table_html_and_mlflow_run(store: Store, tmp_path: P
     confidence = load_layout("apple_retrieval").confidence
     for (method, variant), finals in FAR_FINAL.items():
         row = table[(table["method"] == method) & (table["ftcl.variant"] == variant)].iloc[0]
-        expected_mean = float(np.mean(finals))
-        half = stats.t.ppf((1 + confidence) / 2, df=2) * np.std(finals, ddof=1) / np.sqrt(3)
-        assert row["evaluation/far/success:mean"] == pytest.approx(expected_mean, abs=1e-9)
-        assert row["evaluation/far/success:ci_low"] == pytest.approx(expected_mean - half, abs=1e-9)
-        assert row["evaluation/far/success:ci_high"] == pytest.approx(expected_mean + half, abs=1e-9)
-        assert row["evaluation/far/success:ci_low"] < row["evaluation/far/success:mean"] < row["evaluation/far/success:ci_high"]
+        expected, low, high = interval_estimate(np.array(finals), confidence)
+        assert row["evaluation/far/success:iqm"] == pytest.approx(np.mean(finals), abs=1e-9)  # 3 runs: the mean
+        assert row["evaluation/far/success:iqm"] == pytest.approx(float(expected), abs=1e-12)
+        assert row["evaluation/far/success:ci_low"] == pytest.approx(float(low), abs=1e-12)
+        assert row["evaluation/far/success:ci_high"] == pytest.approx(float(high), abs=1e-12)
+        assert row["evaluation/far/success:ci_low"] < row["evaluation/far/success:iqm"] < row["evaluation/far/success:ci_high"]
+        assert min(finals) <= row["evaluation/far/success:ci_low"] and row["evaluation/far/success:ci_high"] <= max(finals)
         assert row["evaluation/far/success:n"] == 3
-        assert row["evaluation/full/success:mean"] == pytest.approx(1.0)
-    bc = table[table["method"] == "bc"]["evaluation/far/success:mean"]
-    finetune = table[table["method"] == "finetune"]["evaluation/far/success:mean"]
+        assert row["evaluation/full/success:iqm"] == pytest.approx(1.0)
+    bc = table[table["method"] == "bc"]["evaluation/far/success:iqm"]
+    finetune = table[table["method"] == "finetune"]["evaluation/far/success:iqm"]
     assert (bc > 0.9).all() and (finetune < 0.4).all()
 
     markdown = files.table_md.read_text()
@@ -169,8 +169,11 @@ def test_latest_group_report_table_html_and_mlflow_run(store: Store, tmp_path: P
         "| ftcl.variant | method | evaluation/far/success (min) | evaluation/far/success (final)"
     )
     # `key@min` columns: the per-run minimum over the curve, never above the per-run final value
-    assert (table["evaluation/far/success@min:mean"] <= table["evaluation/far/success:mean"] + 1e-12).all()
+    assert (table["evaluation/far/success@min:iqm"] <= table["evaluation/far/success:iqm"] + 1e-12).all()
     assert "0.95 [" in markdown and "(n=3)" in markdown
+    method = interval_text(confidence)  # the method, stated under the table
+    assert method.startswith("IQM over runs, 90 % stratified-bootstrap CI (rliable 1.2.0, 2000 repetitions")
+    assert method in markdown
 
     page = files.html.read_text()
     assert page.count('<img src="data:image/png;base64,') == 3
@@ -179,6 +182,7 @@ def test_latest_group_report_table_html_and_mlflow_run(store: Store, tmp_path: P
     assert "ewc" not in text and "bogus" not in page and "pretrain_group" not in page
     assert NEW_GROUP in page and EXPERIMENT in page
     assert "src=" not in text and "href=" not in text  # self-contained: no external files
+    assert method in text and "Student-t" not in text
 
     client = MlflowClient(tracking_uri=store.uri)
     report_run = client.get_run(files.report_run_id)
@@ -233,7 +237,7 @@ def test_glob_metrics_expand_to_present_keys(store: Store, tmp_path: Path) -> No
     bc_loss = files.figures[2]
     assert bc_loss.groups == ["bc"]  # finetune logs no retention loss: no line, no error
     table = pd.read_csv(files.table_csv)
-    assert "learners/default_policy/retention_bc_loss:mean" in table.columns
+    assert "learners/default_policy/retention_bc_loss:iqm" in table.columns
     finetune_rows = table[table["method"] == "finetune"]
     assert (finetune_rows["learners/default_policy/retention_bc_loss:n"] == 0).all()
 
@@ -254,7 +258,7 @@ def test_group_and_stage_selection(store: Store, tmp_path: Path) -> None:
                        group=OLD_GROUP, log_to_mlflow=False)
     assert old.run_count == 1
     row = pd.read_csv(old.table_csv).iloc[0]
-    assert row["method"] == "ewc" and row["evaluation/far/success:mean"] == pytest.approx(0.5)
+    assert row["method"] == "ewc" and row["evaluation/far/success:iqm"] == pytest.approx(0.5)
     assert np.isnan(row["evaluation/far/success:ci_low"])  # one run: no interval
 
     pretrain = build_report(EXPERIMENT, tracking_uri=store.uri, out_dir=tmp_path / "pre", stage="pretrain",
@@ -286,7 +290,7 @@ def test_missing_metric_is_a_warning_not_an_error(store: Store, tmp_path: Path) 
     assert "ghost/*" in page
     table = pd.read_csv(files.table_csv)
     assert not any(column.startswith("does/not/exist") for column in table.columns)
-    np.testing.assert_allclose(table["evaluation/far/success:mean"], 1.0)  # max of a curve starting at 1
+    np.testing.assert_allclose(table["evaluation/far/success:iqm"], 1.0)  # max of a curve starting at 1
 
 
 def test_clear_errors_name_the_allowed_values(store: Store, tmp_path: Path) -> None:
@@ -340,15 +344,14 @@ def test_glob_expansion_andcommon_grid() -> None:
     assert len(common_grid([short, Curve(np.array([900.0, 1000.0]), np.array([0.0, 0.0]))])) == 0
 
 
-def test_confidence_interval_matches_student_t() -> None:
-    values = np.array([[0.0, 1.0], [0.1, 1.0], [0.2, 1.0]])
-    mean, low, high = mean_confidence_interval(values, 0.9)
-    half = stats.t.ppf(0.95, df=2) * 0.1 / np.sqrt(3)
-    np.testing.assert_allclose(mean, [0.1, 1.0])
-    np.testing.assert_allclose(low, [0.1 - half, 1.0])
-    np.testing.assert_allclose(high, [0.1 + half, 1.0])
-    single_mean, single_low, _ = mean_confidence_interval(np.array([[0.3]]), 0.9)
-    assert single_mean[0] == pytest.approx(0.3) and np.isnan(single_low[0])
+def test_curve_bands_are_bootstrap_intervals_per_step() -> None:
+    values = np.array([[0.0, 1.0], [0.1, 1.0], [0.2, 1.0]])  # rows runs, columns steps
+    point, low, high = interval_estimate(values, 0.9)
+    np.testing.assert_allclose(point, [0.1, 1.0])  # 3 runs: the IQM is the mean
+    assert 0.0 <= low[0] < 0.1 < high[0] <= 0.2
+    assert low[1] == high[1] == 1.0  # all runs agree: no width, and no band above 1
+    single_point, single_low, _ = interval_estimate(np.array([[0.3]]), 0.9)
+    assert single_point[0] == pytest.approx(0.3) and np.isnan(single_low[0])
 
 
 def test_two_state_mdp_layout_on_gradient_steps(store: Store, tmp_path: Path) -> None:
@@ -368,5 +371,5 @@ def test_two_state_mdp_layout_on_gradient_steps(store: Store, tmp_path: Path) ->
     assert files.figures[0].facets == ["(none)"]
     table = pd.read_csv(files.table_csv, keep_default_na=False)
     assert list(table["method"]) == ["finetune", "ks"]
-    theta = dict(zip(table["method"], table["theta:mean"]))
+    theta = dict(zip(table["method"], table["theta:iqm"]))
     assert theta["finetune"] == pytest.approx(-0.99) and theta["ks"] == pytest.approx(1.01)

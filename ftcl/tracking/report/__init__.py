@@ -7,9 +7,12 @@ Each selected run (see `runs`) is one sample (normally one seed) of its `group_b
 x axis (environment steps; gradient steps for analytic toys).
 
 Table: per run, the metric's last logged value by step (`at: final`), its maximum (`max`),
-minimum (`min`) or the unweighted mean of its logged values (`mean`); then, over runs, the mean
-and its Student-t confidence interval. Forward transfer (the layout's optional
-`forward_transfer` section) is computed for finetune-stage runs only; see `stats` for both.
+minimum (`min`) or the unweighted mean of its logged values (`mean`); then, over runs, the IQM
+and its stratified-bootstrap confidence interval (rliable's IQM and resampling, seeded; curves
+likewise at every step). Forward transfer (the layout's optional `forward_transfer` section) is
+computed for finetune-stage runs only; see `stats` for both. Globs in a layout expand to the keys
+the runs logged, so per-stage panels and columns follow each experiment's own stages; their roles
+(FAR/CLOSE) come from the runs' recorded spec (`runs.stage_roles`).
 
 Modules: `runs` (MLflow), `stats` (the numbers), `figures` (PNGs), `render` (Markdown, HTML).
 """
@@ -40,12 +43,14 @@ from ftcl.tracking.report.runs import (
     MetricHistories,
     ReportError,
     check_store_exists,
+    far_suites_text,
     group_runs,
     log_report_run,
     logged_metrics,
     resolve_tracking_uri,
     runs_overview,
     select_runs,
+    stage_roles,
 )
 from ftcl.tracking.report.state_figures import draw_state_figures
 from ftcl.tracking.report.stats import (
@@ -60,13 +65,13 @@ from ftcl.tracking.report.stats import (
     forward_transfer,
     forward_transfer_columns,
     forward_transfer_table,
-    mean_confidence_interval,
+    interval_estimate,
 )
 
 __all__ = [
     "ALL_GROUPS", "FORWARD_TRANSFER_STAGE", "GROUP_TAG", "MAX_GRID_POINTS", "PERFECT_TOLERANCE", "REPORT_KIND",
     "REPORT_KIND_TAG", "STAGE_TAG", "Curve", "PanelFigure", "ReportError", "ReportFiles", "area_under_curve",
-    "build_report", "common_grid", "forward_transfer", "mean_confidence_interval", "metric_slug",
+    "build_report", "common_grid", "forward_transfer", "interval_estimate", "metric_slug",
     "resolve_tracking_uri",
 ]
 
@@ -126,6 +131,7 @@ def build_report(
     client = MlflowClient(tracking_uri=uri)
     experiment_id, runs, group_label = select_runs(client, experiment, stage, group)
     grouping = group_runs(runs, dashboard, MetricHistories(client))
+    roles = stage_roles(client, runs)
 
     available = logged_metrics(runs)
     warnings: list[str] = []
@@ -163,13 +169,14 @@ def build_report(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = draw_panels(panel_jobs, layout=dashboard, grouping=grouping, out_dir=out_dir, warnings=warnings)
+    figures = draw_panels(panel_jobs, layout=dashboard, grouping=grouping, out_dir=out_dir, warnings=warnings,
+                          roles=roles)
     figures += draw_state_figures(client, runs, dashboard, out_dir, warnings)  # paper Fig. 8, from run artifacts
 
     table_csv = out_dir / "final_table.csv"
     table_md = out_dir / "final_table.md"
     table.to_csv(table_csv, index=False)
-    header, rows = final_table_cells(table, table_metrics, dashboard)
+    header, rows = final_table_cells(table, table_metrics, dashboard, roles)
     table_md.write_text(final_table_markdown(header, rows, dashboard.confidence))
     ft_csv: Path | None = None
     ft_md: Path | None = None
@@ -177,7 +184,7 @@ def build_report(
     if dashboard.forward_transfer is not None:
         ft_csv, ft_md = out_dir / "forward_transfer.csv", out_dir / "forward_transfer.md"
         ft_table.to_csv(ft_csv, index=False)
-        ft_header, ft_rows = forward_transfer_cells(ft_table, ft_metrics, dashboard)
+        ft_header, ft_rows = forward_transfer_cells(ft_table, ft_metrics, dashboard, roles)
         ft_md.write_text(forward_transfer_markdown(dashboard, ft_header, ft_rows, ft_notes))
         ft_display = (ft_header, ft_rows, ft_notes)
 
@@ -190,6 +197,7 @@ def build_report(
         ("runs", str(len(runs))),
         ("grouped by", dashboard.group_by),
         ("faceted by", dashboard.facet_by or "—"),
+        *([("FAR suites", far_suites_text(roles))] if roles else []),
         ("generated", generated),
         ("tracking URI", uri),
     ]

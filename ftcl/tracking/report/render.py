@@ -1,16 +1,18 @@
-"""The report's text: the final-value and forward-transfer tables as `mean [CI] (n=…)` cells, in
-Markdown and in one self-contained HTML page (figures embedded)."""
+"""The report's text: the final-value and forward-transfer tables as `IQM [CI] (n=…)` cells, in
+Markdown and in one self-contained HTML page (figures embedded), each saying how the cells were
+computed (`stats.interval_text`). Columns of per-stage metrics say `FAR`/`CLOSE` when known."""
 from __future__ import annotations
 
 import base64
 import html
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ftcl.tracking.dashboard import DashboardLayout
-from ftcl.tracking.report.stats import label
+from ftcl.tracking.dashboard import DashboardLayout, metric_role
+from ftcl.tracking.report.stats import POINT, interval_text, label
 
 if TYPE_CHECKING:
     from ftcl.tracking.report.figures import PanelFigure
@@ -27,6 +29,7 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
 th { background: #f3f3f3; }
 .meta td:first-child { font-weight: bold; }
 .warning { color: #8a5300; }
+.note { color: #555; font-size: 0.9em; margin-top: -1em; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0 1.5em; }
 """
 
@@ -43,16 +46,25 @@ def _format_cell(row: pd.Series, metric: str) -> str:
     n = int(row[f"{metric}:n"])
     if n == 0:
         return "—"
-    mean = row[f"{metric}:mean"]
+    point = row[f"{metric}:{POINT}"]
     if n == 1:
-        return f"{mean:.3g} (n=1)"
-    return f"{mean:.3g} [{row[f'{metric}:ci_low']:.3g}, {row[f'{metric}:ci_high']:.3g}] (n={n})"
+        return f"{point:.3g} (n=1)"
+    return f"{point:.3g} [{row[f'{metric}:ci_low']:.3g}, {row[f'{metric}:ci_high']:.3g}] (n={n})"
 
 
-def final_table_cells(table: pd.DataFrame, metrics: list[str], layout: DashboardLayout) -> Table:
-    """The final-value table as shown: one `mean [CI] (n=…)` column per metric, named `key (at)`."""
+def _role(metric: str, roles: Mapping[str, str] | None) -> str:
+    role = metric_role(metric, roles or {})
+    return f", {role}" if role else ""
+
+
+def final_table_cells(
+    table: pd.DataFrame, metrics: list[str], layout: DashboardLayout, roles: Mapping[str, str] | None = None
+) -> Table:
+    """The final-value table as shown: one `IQM [CI] (n=…)` column per metric, named `key (at)`
+    (`key (at, FAR)` when `roles`, suite -> role, knows the metric's suite)."""
     keys = _key_columns(layout)
-    header = keys + [f"{key} ({at or layout.table.at})" for key, _, at in (metric.partition("@") for metric in metrics)]
+    header = keys + [f"{key} ({at or layout.table.at}{_role(key, roles)})"
+                     for key, _, at in (metric.partition("@") for metric in metrics)]
     rows = [
         [label(str(row[key])) for key in keys] + [_format_cell(row, metric) for metric in metrics]
         for _, row in table.iterrows()
@@ -60,15 +72,18 @@ def final_table_cells(table: pd.DataFrame, metrics: list[str], layout: Dashboard
     return header, rows
 
 
-def forward_transfer_cells(table: pd.DataFrame, metrics: list[str], layout: DashboardLayout) -> Table:
-    """The forward-transfer table as shown: one `mean [CI] (n=…)` column per metric (`NaN (n=…)`
-    when undefined)."""
+def forward_transfer_cells(
+    table: pd.DataFrame, metrics: list[str], layout: DashboardLayout, roles: Mapping[str, str] | None = None
+) -> Table:
+    """The forward-transfer table as shown: one `IQM [CI] (n=…)` column per metric, `key FT` (`key
+    FT (FAR)` when `roles` knows its suite); `NaN (n=…)` when undefined."""
     keys = _key_columns(layout)
-    header = keys + [f"{metric} FT" for metric in metrics]
+    header = keys + [f"{metric} FT" + (f" ({role})" if (role := metric_role(metric, roles or {})) else "")
+                     for metric in metrics]
 
     def cell(row: pd.Series, metric: str) -> str:
         n = int(row[f"{metric}:n"])
-        if n > 0 and math.isnan(row[f"{metric}:mean"]):
+        if n > 0 and math.isnan(row[f"{metric}:{POINT}"]):
             return f"NaN (n={n})"
         return _format_cell(row, metric)
 
@@ -91,7 +106,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def final_table_markdown(header: list[str], rows: list[list[str]], confidence: float) -> str:
     """`final_table.md`: the table and what its cells mean."""
-    return markdown_table(header, rows) + f"\n\nmean [{confidence:.0%} Student-t CI of the mean] (n = runs)\n"
+    return markdown_table(header, rows) + f"\n\nIQM [CI] (n = runs): {interval_text(confidence)}\n"
 
 
 def forward_transfer_text(layout: DashboardLayout) -> str:
@@ -99,7 +114,7 @@ def forward_transfer_text(layout: DashboardLayout) -> str:
     assert layout.forward_transfer is not None
     return (f"FT = (AUC − AUC_b) / (1 − AUC_b) per run, AUC = (1/T) ∫₀ᵀ p(t) dt of its success curve, AUC_b "
             f"the mean AUC of the runs of {layout.forward_transfer.baseline!r} over the same steps; "
-            f"mean [{layout.confidence:.0%} Student-t CI of the mean] over runs (n = runs)")
+            f"IQM [CI] (n = runs) of the runs' FT: {interval_text(layout.confidence)}")
 
 
 def forward_transfer_markdown(
@@ -154,11 +169,9 @@ def html_page(
         parts.append("<h2>Warnings</h2><ul>")
         parts.extend(f'<li class="warning">warning: {html.escape(text)}</li>' for text in warnings)
         parts.append("</ul>")
-    parts.append(f"<h2>Per-run {html.escape(_AT_WORDS[layout.table.at])}, averaged over runs</h2>")
+    parts.append(f"<h2>Per-run {html.escape(_AT_WORDS[layout.table.at])}, IQM over runs</h2>")
     parts.append(html_table(*final_table))
-    parts.append(
-        f"<p>mean [{layout.confidence:.0%} Student-t confidence interval of the mean] (n = runs)</p>"
-    )
+    parts.append(f"<p>IQM [CI] (n = runs): {html.escape(interval_text(layout.confidence))}</p>")
     if forward_transfer is not None and layout.forward_transfer is not None:
         ft_header, ft_rows, ft_notes = forward_transfer
         parts.append(f"<h2>Forward transfer vs {html.escape(layout.forward_transfer.baseline)}</h2>")
@@ -171,6 +184,7 @@ def html_page(
         encoded = base64.b64encode(figure.path.read_bytes()).decode("ascii")
         parts.append(f"<h3>{html.escape(figure.metric)}</h3>")
         parts.append(f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(figure.metric)}">')
+        parts.extend(f'<p class="note">{html.escape(note)}</p>' for note in figure.notes)
     parts.append("<details><summary>Runs</summary>")
     parts.append(html_table(*runs))
     parts.append("</details></body></html>")

@@ -4,21 +4,31 @@ histories, and the `report` run that holds the result.
 What is read: the runs of one MLflow experiment (one per Tune trial) with `ftcl.stage == stage`,
 by default only those of the latest `ftcl.group` (one `ftcl run` invocation). Runs tagged
 `ftcl.kind=report` are never read.
+
+Stage roles (`stage_roles`): neither tags nor params name the FAR stages, but every run holds the
+spec that made it as the artifact `spec.resolved.yaml`; its `env` with the run's `env.options.*`
+params (a grid over env options) applied gives the env module's `far_suites` (RoboticSequence:
+the stages in `pretrained_stages`, by default the last two); the env's other suites but `full`
+are CLOSE.
 """
 from __future__ import annotations
 
+import ast
+import importlib
 import math
-import re
+import tempfile
 from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
+import yaml
 from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ftcl.tracking.dashboard import DashboardLayout
+from ftcl.tracking.dashboard import DashboardLayout, natural_key
 from ftcl.tracking.report.stats import NO_VALUE, Curve, Grouping
 
 REPORT_KIND_TAG = "ftcl.kind"
@@ -26,6 +36,9 @@ REPORT_KIND = "report"
 GROUP_TAG = "ftcl.group"
 STAGE_TAG = "ftcl.stage"
 ALL_GROUPS = "all"
+SPEC_ARTIFACT = "spec.resolved.yaml"
+FULL_SUITE = "full"
+"""The suite of the whole task: neither FAR nor CLOSE."""
 
 
 class ReportError(ValueError):
@@ -171,18 +184,14 @@ class MetricHistories:
         return [curve for run in runs if (curve := self.get(run.info.run_id, key)) is not None]
 
 
-def _natural_key(text: str) -> list[object]:
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text)]
-
-
 def group_runs(runs: list[Run], layout: DashboardLayout, histories: MetricHistories) -> Grouping:
     """The runs arranged by the layout's facet and group attributes (values in natural order),
     each cell reading its curves from `histories`."""
     def facet_of(run: Run) -> str:
         return attribute(run, layout.facet_by) if layout.facet_by else ""
 
-    facets = sorted({facet_of(run) for run in runs} if layout.facet_by else {""}, key=_natural_key)
-    groups = sorted({attribute(run, layout.group_by) for run in runs}, key=_natural_key)
+    facets = sorted({facet_of(run) for run in runs} if layout.facet_by else {""}, key=natural_key)
+    groups = sorted({attribute(run, layout.group_by) for run in runs}, key=natural_key)
     cells: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
         cells.setdefault((facet_of(run), attribute(run, layout.group_by)), []).append(run)
@@ -193,6 +202,73 @@ def group_runs(runs: list[Run], layout: DashboardLayout, histories: MetricHistor
         groups=groups,
         cells={cell: partial(histories.curves, cell_runs) for cell, cell_runs in cells.items()},
     )
+
+
+def _run_spec(client: MlflowClient, run: Run) -> dict[str, Any] | None:
+    """The run's `spec.resolved.yaml` artifact as a mapping, or None when it has none (or it is unreadable)."""
+    try:
+        if not any(item.path == SPEC_ARTIFACT for item in client.list_artifacts(run.info.run_id)):
+            return None
+        with tempfile.TemporaryDirectory() as folder:
+            spec = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, SPEC_ARTIFACT, folder)).read_text())
+    except (MlflowException, OSError, yaml.YAMLError):
+        return None
+    return spec if isinstance(spec, dict) else None
+
+
+def _param_value(text: str) -> Any:
+    """A param as logged (`str(value)`) back to the value: a list, number, ... or the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _roles_of(spec: dict[str, Any], params: dict[str, str]) -> dict[str, str] | None:
+    """Suite -> role for one run (its spec with its `env.options.*` params applied), or None
+    when its env has no notion of FAR stages or its options do not validate."""
+    from ftcl.envs.registry import ENVS
+
+    env = spec.get("env") if isinstance(spec.get("env"), dict) else {}
+    entry = ENVS.get(str(params.get("env.name", env.get("name", ""))))
+    options = dict(env.get("options") or {})
+    if "env.options" in params and isinstance(_param_value(params["env.options"]), dict):
+        options = dict(_param_value(params["env.options"]))
+    prefix = "env.options."
+    options.update({key[len(prefix):]: _param_value(value) for key, value in params.items() if key.startswith(prefix)})
+    if entry is None:
+        return None
+    try:
+        far_suites = getattr(importlib.import_module(entry.module), "far_suites", None)
+        if far_suites is None:
+            return None
+        validated = entry.validate_options(options)
+        far = set(far_suites(validated))
+        suites = entry.suites_for(validated)
+    except (ImportError, ValueError, TypeError):
+        return None
+    return {suite: "FAR" if suite in far else "CLOSE" for suite in suites if suite != FULL_SUITE}
+
+
+def stage_roles(client: MlflowClient, runs: list[Run]) -> dict[str, str]:
+    """Suite -> `FAR` or `CLOSE`, for the suites whose role every run that records one agrees on
+    (empty when no run records its spec). The spec is read once per `ftcl.group`."""
+    specs: dict[str, dict[str, Any] | None] = {}
+    seen: dict[str, set[str]] = {}
+    for run in runs:
+        group = run.data.tags.get(GROUP_TAG, "")
+        if group not in specs:
+            specs[group] = _run_spec(client, run)
+        spec = specs[group]
+        roles = _roles_of(spec, run.data.params) if spec is not None else None
+        for suite, role in (roles or {}).items():
+            seen.setdefault(suite, set()).add(role)
+    return {suite: next(iter(found)) for suite, found in seen.items() if len(found) == 1}
+
+
+def far_suites_text(roles: dict[str, str]) -> str:
+    """The FAR suites of `stage_roles`, in stage order, for the report's header."""
+    return ", ".join(sorted((suite for suite, role in roles.items() if role == "FAR"), key=natural_key)) or "none"
 
 
 def runs_overview(runs: list[Run], layout: DashboardLayout) -> tuple[list[str], list[list[str]]]:
