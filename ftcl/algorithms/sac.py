@@ -40,6 +40,9 @@ from ftcl.retention.term import RetentionTerm
 
 CRITIC_OPTIMIZERS = {QF_LOSS_KEY: "qf", QF_TWIN_LOSS_KEY: "qf_twin"}
 """SAC's critic loss keys and the optimizer that steps each one's parameters."""
+LOG_ALPHA_STATE_KEY = "ftcl_log_alpha"
+"""Key of log α per module in the learner's `get_state()`: RLlib's SAC learner does not checkpoint
+α, so a restored (resumed) trial would go on with the α it was built with."""
 UNIFORM_REPLAY_TYPE = "EpisodeReplayBuffer"
 """The `replay_buffer_config` type RetentionSAC accepts (RLlib's name for uniform replay)."""
 
@@ -60,6 +63,18 @@ class RetentionSACTorchLearner(RetentionLearnerMixin, FusedGradientCheckMixin, F
             module = self.module[module_id].unwrapped()
             cache[(module_id, optimizer_name)] = [n for n, p in module.named_parameters() if id(p) in stepped]
         return cache[(module_id, optimizer_name)]
+
+    def get_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        state = super().get_state(*args, **kwargs)
+        state[LOG_ALPHA_STATE_KEY] = {module_id: float(log_alpha.detach().cpu()[0])
+                                      for module_id, log_alpha in self.curr_log_alpha.items()}
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        with torch.no_grad():
+            for module_id, log_alpha in state.get(LOG_ALPHA_STATE_KEY, {}).items():
+                self.curr_log_alpha[module_id].fill_(log_alpha)
 
     def _pi_star_log_alpha(self) -> float:
         return float(self.curr_log_alpha[DEFAULT_MODULE_ID].detach().cpu()[0])

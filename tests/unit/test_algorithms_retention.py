@@ -473,3 +473,30 @@ def test_kickstarting_coefficient_survives_a_checkpoint(pretrained, tmp_path):
         assert term.coeff == pytest.approx(decayed) and term.num_optimizer_steps == steps
     finally:
         resumed.stop()
+
+
+def test_sac_alpha_starts_from_pi_star_and_survives_a_checkpoint(pretrained, tmp_path):
+    """α at fine-tuning start is π*'s (RLlib's initial_alpha is 1.0); RLlib's SAC learner does not
+    checkpoint α, ftcl's does, so a resumed trial goes on with the α it had."""
+    import math
+
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    def alpha(algo) -> float:
+        return float(torch.exp(algo.learner_group._learner.curr_log_alpha[DEFAULT_MODULE_ID]).item())
+
+    algo = build("sac", {"name": "finetune"}, pretrained)
+    try:
+        assert alpha(algo) == pytest.approx(math.exp(SAC_LOG_ALPHA), rel=1e-6)
+        algo.train()
+        trained = alpha(algo)
+        assert trained != pytest.approx(math.exp(SAC_LOG_ALPHA), rel=1e-6)  # α's optimizer stepped
+        algo.save_to_path(tmp_path / "checkpoint")
+    finally:
+        algo.stop()
+    resumed = build("sac", {"name": "finetune"}, pretrained)
+    try:
+        resumed.restore_from_path(tmp_path / "checkpoint")
+        assert alpha(resumed) == pytest.approx(trained, rel=1e-6)
+    finally:
+        resumed.stop()
