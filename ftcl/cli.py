@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report", help="plots, tables and an HTML dashboard from MLflow", formatter_class=formatter,
-        description="Read an experiment's runs from MLflow and write forgetting curves (mean and 90%% CI "
+        description="Read an experiment's runs from MLflow and write forgetting curves (IQM and 90%% stratified-bootstrap CI "
         "over seeds, x = environment steps), a final-value table (CSV, Markdown) and report.html.",
         epilog=textwrap.dedent(
             """\
