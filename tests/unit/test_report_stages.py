@@ -56,8 +56,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     for method, level in [("scratch", 0.3), ("finetune", 0.6), ("bc", 0.9)]:
         for seed in range(2):
             curves = {key: [(s, level * s / STEPS[-1]) for s in STEPS] for key in STAGE_KEYS + [FULL]}
-            curves.update({f"analysis/log_likelihood/{suite}": [(s, -1.0 - s / 1000) for s in STEPS]
-                           for suite in sorted(FAR)})
+            for statistic in ("log_likelihood", "log_likelihood_median", "log_likelihood_q10"):
+                curves.update({f"analysis/{statistic}/{suite}": [(s, -1.0 - s / 1000) for s in STEPS]
+                               for suite in sorted(FAR)})
+            curves.update({f"analysis/cka/{network}/layer_{k}": [(s, 1.0 - s / 10 / STEPS[-1]) for s in STEPS]
+                           for network in ("actor", "critic") for k in range(2)})
             if method == "bc":
                 curves["learners/default_policy/retention_bc_loss"] = [(s, 1.0 / (1 + s)) for s in STEPS]
             tags = {"method": method, "seed": str(seed), "ftcl.group": "g", "ftcl.stage": "finetune",
