@@ -204,3 +204,14 @@ def load_pi_star_into(module: torch.nn.Module, pi_star: PiStar) -> None:
             network_name = targets[target] + name[len(target):]
             loaded[name] = loaded[network_name].clone()
     module.load_state_dict(loaded, strict=True)
+
+
+def load_pi_star_module(path: str | Path) -> Any:
+    """π*'s full RLModule, built from its checkpoint's class and constructor arguments and loaded
+    strictly (`load_pi_star_into`); RLlib's `RLModule.from_checkpoint` alone loads with strict=False."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    pi_star = read_pi_star(path)
+    module = RLModule.from_checkpoint(str(pi_star.path))
+    load_pi_star_into(module, pi_star)
+    return module

@@ -81,14 +81,14 @@ class FineTuningAnalyses:
             self.cka_probe = self._cka_probe(data)
 
     def _cka_probe(self, data: dict[str, np.ndarray]) -> CKAProbe | None:
-        from ray.rllib.core.rl_module.rl_module import RLModule
+        from ftcl.algorithms.pi_star import load_pi_star_module
 
         if self.module_path is None:
             print(f"[ftcl] {self.label}: evaluation.cka needs π*'s module (pretrained.module or "
                   "pretrained.train); CKA is not logged", file=sys.stderr)
             return None
         rows = select_rows(np.ones(len(data["obs"]), dtype=bool), MAX_CKA_ROWS)
-        reference = RLModule.from_checkpoint(str(self.module_path))  # θ*, critics included
+        reference = load_pi_star_module(self.module_path)  # θ*, critics included (strict)
         probe = CKAProbe(reference, data["obs"][rows], data["actions"][rows])
         if not probe.networks:
             print(f"[ftcl] {self.label}: π*'s module {type(reference).__name__} has no actor or critic "
