@@ -160,3 +160,30 @@ def test_validate_refuses_a_spec_whose_pi_star_lacks_critics(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(SpecError, match="initial_alpha"):
         load_spec(path)
+
+
+def test_ppo_pi_star_carries_its_value_head(tmp_path):
+    """The same rule for PPO/APPO: the value head is π*'s critic part, and a π* without it is refused."""
+    from ftcl.algorithms.ppo import RetentionPPOConfig
+
+    env = gym.make("CartPole-v1")
+    config = RetentionPPOConfig().environment("CartPole-v1").rl_module(model_config={"fcnet_hiddens": [8]})
+    spec = config.get_rl_module_spec(env=env)
+    spec.observation_space, spec.action_space = env.observation_space, env.action_space
+    module = spec.build()
+    pi_star = read_pi_star(save_pi_star(module, tmp_path / "ppo"), needs_critics=True)
+    assert pi_star.log_alpha is None and pi_star.parts["critics"]
+    critics = pi_star.parts["critics"]  # the value head and, in RLlib's default PPO module, its encoder
+    assert any(n.startswith("vf.") for n in critics)
+    assert all(n.startswith(("vf.", "encoder.critic_encoder.")) for n in critics), critics
+    manifest = json.loads((tmp_path / "ppo" / AGENT_FILE).read_text())
+    state = pickle.loads((tmp_path / "ppo" / STATE_FILE).read_bytes())
+    for name in manifest["parts"]["critics"]:
+        del state[name]
+    manifest["parts"]["critics"] = []
+    (tmp_path / "ppo" / STATE_FILE).write_bytes(pickle.dumps(state))
+    (tmp_path / "ppo" / AGENT_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="holds no critic tensors"):
+        read_pi_star(tmp_path / "ppo", needs_critics=True)
+    with pytest.raises(ValueError, match="lacks critics: "):
+        load_pi_star_into(spec.build(), read_pi_star(tmp_path / "ppo"))
