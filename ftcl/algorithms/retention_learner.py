@@ -36,7 +36,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.typing import ModuleID, ParamDict, TensorType
 
-from ftcl.algorithms.pi_star import InitialAlpha, PiStar, load_pi_star_into, save_pi_star
+from ftcl.algorithms.pi_star import InitialAlpha, PiStar, load_pi_star_into, read_pi_star, save_pi_star
 from ftcl.algorithms.retention_algorithm import RETENTION_CONFIG_KEY, RetentionSettings
 from ftcl.retention.finetune import FinetuneMethod
 from ftcl.retention.freezing import TrainingGate
@@ -135,8 +135,6 @@ class RetentionLearnerMixin:
         """Write this learner's module (and extras such as SAC's α) as π*; return its contents.
 
         With several (DDP) learners, all hold the same weights and only rank 0 writes (others: None)."""
-        from ftcl.algorithms.pi_star import read_pi_star
-
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
             return None
         save_pi_star(self._retention_module(), path, log_alpha=self._pi_star_log_alpha())
