@@ -211,6 +211,12 @@ def cmd_report(args) -> int:
                              layout=layout or "default", group=args.group, stage=args.stage)
     except ReportError as error:
         return _fail(str(error))
+    except Exception as error:  # MLflow's errors of a store that answers but is no MLflow server
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(error, MlflowException):
+            raise
+        return _fail(f"MLflow store {tracking_uri(uri)!r}: {str(error).splitlines()[0][:300]}")
     print(f"report written to {out}")
     for path in files.all_paths():
         print(f"  {path}")
@@ -221,6 +227,8 @@ def cmd_ui(args) -> int:
     from ftcl.tracking.store import artifact_root, ensure_experiment, tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
+    if not uri.startswith(("sqlite:///", "postgresql://", "mysql://", "mssql://")):
+        return _fail(f"--tracking-uri {uri!r}: `ftcl ui` serves a database store: sqlite:///PATH or a database URL")
     if uri.startswith("sqlite:"):
         ensure_experiment(uri, "Default")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 from datetime import datetime
@@ -161,12 +162,39 @@ def trial_environment() -> dict[str, str]:
     return variables
 
 
+ADDRESS_CONNECT_TIMEOUT_S = 10.0
+
+
+def check_address(address: str) -> None:
+    """SpecError unless `address` is `auto`, `HOST:PORT` or `ray://HOST:PORT` and, for the last two,
+    something listens there (a dead address would make `ray.init` retry for minutes)."""
+    import socket
+
+    if address == "auto":
+        return
+    match = re.fullmatch(r"(ray://)?\[?([A-Za-z0-9_.\-:]+?)\]?:(\d{1,5})", address)
+    if match is None or not 0 < int(match.group(3)) < 65536:
+        raise SpecError(f"--address {address!r}: expected auto, HOST:PORT (a Ray head's GCS, e.g. 10.0.0.5:6379) "
+                        "or ray://HOST:PORT (Ray Client, e.g. ray://head-node:10001)")
+    host, port = match.group(2), int(match.group(3))
+    try:
+        with socket.create_connection((host, port), timeout=ADDRESS_CONNECT_TIMEOUT_S):
+            pass
+    except OSError as error:
+        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or type(error).__name__)
+        raise SpecError(f"--address {address!r}: cannot reach a Ray cluster at {host}:{port} ({reason} after at most "
+                        f"{ADDRESS_CONNECT_TIMEOUT_S:.0f} s); is it running? (`ray status --address {host}:{port}` "
+                        "on the head node)") from None
+
+
 def run_experiment(
     spec: ExperimentSpec, address: str | None = None, resume: bool = False, pretrain_only: bool = False
 ) -> Path:
     """Run (or resume) the experiment — or only its pre-training stage; returns its directory."""
     import ray
 
+    if address:
+        check_address(address)  # before anything is written
     if pretrain_only and spec.pretrained.train is None:
         raise SpecError(f"spec {spec.name!r} has no `pretrained.train` section: nothing to pre-train")
 
@@ -179,18 +207,22 @@ def run_experiment(
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         experiment_dir = experiments_root() / f"{spec.name}_{stamp}"
-        experiment_dir.mkdir(parents=True)
-        (experiment_dir / "spec.resolved.yaml").write_text(
-            yaml.safe_dump(spec.model_dump(mode="json", by_alias=True), sort_keys=False)
-        )
     group = experiment_dir.name
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if address:
-        ray.init(address=address, ignore_reinit_error=True)
+        try:
+            ray.init(address=address, ignore_reinit_error=True)
+        except ConnectionError as error:  # `auto` with no cluster here, or no Ray behind HOST:PORT
+            raise SpecError(f"--address {address!r}: {str(error).splitlines()[0]}") from None
     else:
         # address="local": always a fresh Ray of our own, even if another cluster runs on this machine.
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True,
                  runtime_env={"env_vars": trial_environment()})
+    if not resume:  # written only once Ray is up: a bad --address leaves no experiment folder behind
+        experiment_dir.mkdir(parents=True)
+        (experiment_dir / "spec.resolved.yaml").write_text(
+            yaml.safe_dump(spec.model_dump(mode="json", by_alias=True), sort_keys=False)
+        )
     try:
         if spec.pretrained.train is not None and not _stage_complete(experiment_dir, spec):
             _run_stage(spec, "pretrain", experiment_dir, group, resume)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -109,9 +110,17 @@ def save_pi_star(module: Any, path: str | Path, log_alpha: float | None = None) 
     parts = agent_parts(module)
     full = module.state_dict()
     state = {name: full[name].detach().cpu().numpy() for names in parts.values() for name in names}
-    module.save_to_path(str(path), state=state)
+    # Written beside the target, then renamed: a process that dies mid-write leaves only `*.partial`,
+    # never a folder under the final name that looks like π*.
+    partial = path.with_name(path.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    module.save_to_path(str(partial), state=state)
     manifest = {"format": FORMAT, "parts": parts, "log_alpha": log_alpha, "target_networks": "follow"}
-    (path / AGENT_FILE).write_text(json.dumps(manifest, indent=1))
+    (partial / AGENT_FILE).write_text(json.dumps(manifest, indent=1))
+    if path.exists():
+        shutil.rmtree(path)
+    partial.rename(path)
     return path
 
 

@@ -25,6 +25,7 @@ from ftcl.algorithms.pi_star import InitialAlpha, read_pi_star
 from ftcl.data.retention_data import check_retention_shapes, load_retention_data, retention_data_shapes
 from ftcl.retention.method import RetentionMethod
 from ftcl.retention.registry import parse_method
+from ftcl.tracking.store import verify_artifact_files
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,9 @@ class RetentionAlgorithmMixin:
 
     def _setup_retention(self, settings: RetentionSettings) -> None:
         method = settings.method
+        # π* and its data as `ftcl pretrain` wrote them (sha256 against provenance.json), before any use
+        verify_artifact_files(settings.pretrained_module_path if method.starts_from_pretrained else None,
+                              settings.retention_data_path if method.data_needs().keys else None)
         if method.starts_from_pretrained:
             # Learner.build() already ran (random weights); load θ* now and sync the EnvRunners.
             self._load_pi_star(settings)

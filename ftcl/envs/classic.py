@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     max_episode_steps: int = 500
 
 

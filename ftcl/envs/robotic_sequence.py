@@ -102,7 +102,7 @@ def short_stage_name(name: str) -> str:
 class Options(BaseModel):
     """Validated options of a RoboticSequence env."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     stages: list[str] = list(DEFAULT_STAGES)
     """Meta-World v3 task names, in the order they must be solved (E_1..E_N)."""

@@ -29,7 +29,7 @@ HOME_POSITION = 0
 class Options(BaseModel):
     """Options of the AppleRetrieval env (names follow the paper: M, c)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     apple_distance: int = Field(10, ge=1, description="M: the apple lies at x = M, home at x = 0.")
     observation_scale: float = Field(
@@ -245,7 +245,7 @@ class TwoStateMDPOptions(BaseModel):
     worse optimum; -0.05 returns to θ = 1. r0 > 1 would make θ = 0 (v0 = 10·r0) optimal instead.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     variant: TwoStateVariant = "coverage_gap"
     theta_init: float = Field(0.0, ge=0.0, le=1.0, description="θ of the pre-trained policy.")

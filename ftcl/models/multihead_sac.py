@@ -39,7 +39,7 @@ target-network updates work unchanged. `RetentionPolicyAPI`: actor = `pi_encoder
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -67,7 +67,7 @@ PASS_THROUGH_KEYS = frozenset(f.name for f in dataclasses.fields(DefaultModelCon
 class MultiHeadSACOptions(BaseModel):
     """The `model_config` keys of `MultiHeadSACModule` (see the module doc)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     hidden_layers: PositiveInt = 4
     hidden_size: PositiveInt = 256
@@ -80,7 +80,7 @@ class MultiHeadSACOptions(BaseModel):
     layer_norm: bool = True
     layer_norm_activation: Literal["tanh", "leaky_relu"] = "tanh"
     leaky_relu_slope: float = Field(default=0.2, ge=0.0)
-    log_std_bounds: tuple[float, float] = (-20.0, 2.0)
+    log_std_bounds: Annotated[tuple[float, float], Field(strict=False)] = (-20.0, 2.0)  # a YAML list
     initialization: Literal["glorot", "torch"] = "glorot"
     twin_q: bool = True
 

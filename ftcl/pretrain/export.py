@@ -84,7 +84,10 @@ def export_pretrained(algo: Algorithm, spec: ExperimentSpec, trial: ExperimentSp
         "created": datetime.now().isoformat(timespec="seconds"),
         "sha256": {"module": store.sha256_of(out / "module"), "data.npz": store.sha256_of(out / "data.npz")},
     }
-    (out / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
+    # provenance.json comes last and whole (temporary file, then rename): a folder without it is unfinished
+    partial = out / "provenance.json.partial"
+    partial.write_text(json.dumps(provenance, indent=2, default=str))
+    partial.replace(out / "provenance.json")
     return out
 
 
@@ -95,8 +98,12 @@ def export_pretrained_artifacts(experiment_dir: Path, spec: ExperimentSpec, out:
     for index in range(len(variants)):
         source = pretrained_dir(experiment_dir, index)
         target = out if len(variants) == 1 else out / f"v{index}"
+        partial = target.with_name(target.name + ".partial")  # copied whole, then renamed into place
+        if partial.exists():
+            shutil.rmtree(partial)
+        shutil.copytree(source, partial)
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(source, target)
+        partial.rename(target)
         written.append(target)
     return written

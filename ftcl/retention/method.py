@@ -28,7 +28,7 @@ ZeroCriticCoeff = Annotated[NonNegativeFloat, AfterValidator(_must_be_zero)]
 class FreezeWindow(BaseModel):
     """Freeze named submodules (attribute paths of the RLModule) for an env-step range."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     modules: list[str] = Field(min_length=1)
     from_env_step: NonNegativeInt = 0
     until_env_step: NonNegativeInt | None = None  # None = for the whole run
@@ -57,7 +57,7 @@ class DataNeeds:
 class RetentionMethod(BaseModel):
     """Base of every method config: display label, freezing, critic warm-up, skip-train."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     label: str | None = None
     """Display name in MLflow/reports; defaults to `name` (set it to tell variants apart)."""

@@ -30,10 +30,18 @@ def _deep_merge(base: dict, update: dict) -> dict:
 
 
 def _read_yaml(path: Path, what: str) -> dict:
+    if path.is_dir():
+        inside = sorted(str(p) for p in path.rglob("*.y*ml") if "presets" not in p.parts)[:5]
+        hint = f"; YAML files in it: {', '.join(inside)}" + (" ..." if len(inside) == 5 else "") if inside else ""
+        raise SpecError(f"{what} {path} is a directory, not a YAML file{hint}")
     if not path.is_file():
         raise SpecError(f"{what} not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{what} {path} is not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8") from None
+    except OSError as error:
+        raise SpecError(f"{what} {path} cannot be read: {error.strerror}") from None
     except yaml.YAMLError as error:
         raise SpecError(f"{what} {path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -84,6 +92,10 @@ def _resolve_presets(raw: dict, spec_path: Path) -> dict:
             candidate = (spec_path.parent / pretrained[key]).resolve()
             repo_candidate = (REPO_ROOT / pretrained[key]).resolve()
             pretrained[key] = str(candidate if candidate.exists() or not repo_candidate.exists() else repo_candidate)
+    tracking = merged.get("tracking") or {}
+    dashboard = tracking.get("dashboard")
+    if isinstance(dashboard, str) and dashboard.endswith((".yaml", ".yml")) and not Path(dashboard).is_absolute():
+        tracking["dashboard"] = str((spec_path.parent / dashboard).resolve())
     return merged
 
 
@@ -117,9 +129,28 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Experimen
     except ValidationError as error:
         raise SpecError(f"{spec_path}: {_first_error(error)}") from None
     _check_grid(spec, spec_path)
+    _check_algorithm_options(spec, spec_path)
     _check_files(spec, spec_path)
     _check_suites(spec, spec_path)
+    _check_dashboard(spec, spec_path)
     return spec
+
+
+def _check_dashboard(spec: ExperimentSpec, spec_path: Path) -> None:
+    """The dashboard layout exists and validates; a `tracking.uri` is a store ftcl can use."""
+    from ftcl.tracking.dashboard import LayoutError, load_layout
+    from ftcl.tracking.store import check_tracking_uri
+
+    if spec.tracking.uri is not None:
+        try:
+            check_tracking_uri(spec.tracking.uri)
+        except ValueError as error:
+            raise SpecError(f"{spec_path}: tracking.uri: {error}") from None
+
+    try:
+        load_layout(spec.tracking.dashboard)
+    except LayoutError as error:
+        raise SpecError(f"{spec_path}: tracking.dashboard: {error}") from None
 
 
 def _check_grid(spec: ExperimentSpec, spec_path: Path) -> None:
@@ -133,11 +164,38 @@ def _check_grid(spec: ExperimentSpec, spec_path: Path) -> None:
                 raise SpecError(f"{spec_path}: grid {key}: {error}") from None
 
 
+def _check_algorithm_options(spec: ExperimentSpec, spec_path: Path) -> None:
+    """`algorithm.options` (and pre-training's overrides of them) are keywords the RLlib algorithm
+    takes, within range; the extra grid's variants are checked the same way."""
+    from ftcl.algorithms import ALGORITHMS, check_training_options
+
+    if spec.algorithm.name not in ALGORITHMS:
+        return  # an analytic toy: its options are validated by its own model
+    variants = [spec.algorithm.options] + [spec.with_overrides(v).algorithm.options for v in spec.variants() if v]
+    checks = [("algorithm.options", options) for options in variants]
+    if spec.pretrained.train is not None:
+        checks.append(("pretrained.train.algorithm_options",
+                       {**spec.algorithm.options, **spec.pretrained.train.algorithm_options}))
+    for where, options in checks:
+        try:
+            check_training_options(spec.algorithm.name, options)
+        except ValueError as error:
+            raise SpecError(f"{spec_path}: {where}: {error}") from None
+
+
 def _check_files(spec: ExperimentSpec, spec_path: Path) -> None:
     for key in ("module", "data"):
         path = getattr(spec.pretrained, key)
         if path is not None and not Path(path).exists():
             raise SpecError(f"{spec_path}: pretrained.{key}: file not found: {path}")
+    from ftcl.tracking.store import verify_artifact_files
+
+    for key in ("module", "data"):
+        try:
+            verify_artifact_files(getattr(spec.pretrained, key))
+        except ValueError as error:
+            raise SpecError(f"{spec_path}: pretrained.{key}: {error}") from None
+    _check_data(spec, spec_path)
     if spec.pretrained.module is not None and any(method.starts_from_pretrained for method in spec.methods):
         from ftcl.algorithms import ALGORITHMS
         from ftcl.algorithms.pi_star import read_pi_star
@@ -148,6 +206,33 @@ def _check_files(spec: ExperimentSpec, spec_path: Path) -> None:
                          needs_alpha=off_policy and spec.pretrained.initial_alpha == "from_pretrained")
         except ValueError as error:
             raise SpecError(f"{spec_path}: pretrained.module: {error}") from None
+
+
+def _check_data(spec: ExperimentSpec, spec_path: Path) -> None:
+    """π*'s data file is a readable .npz with the keys and rows every method reads; with a
+    pre-training stage, that stage collects enough rows for every method."""
+    from ftcl.data.retention_data import check_retention_shapes, retention_data_shapes
+
+    needs = [(method.display_name, method.data_needs()) for method in spec.methods]
+    if spec.pretrained.data is not None:
+        try:
+            shapes = retention_data_shapes(spec.pretrained.data)
+            if not shapes:
+                raise ValueError(f"retention data {spec.pretrained.data} holds no arrays")
+            for label, need in needs:
+                if need.keys:
+                    check_retention_shapes(shapes, need.keys, min_rows=need.min_rows,
+                                           source=f"method {label!r}: retention data {spec.pretrained.data}")
+        except (ValueError, FileNotFoundError) as error:
+            raise SpecError(f"{spec_path}: pretrained.data: {error}") from None
+    if spec.pretrained.train is not None:
+        rows = spec.pretrained.train.data_transitions
+        for label, need in needs:
+            if need.keys and need.min_rows > rows:
+                raise SpecError(
+                    f"{spec_path}: method {label!r} reads {need.min_rows} rows of π*'s data but "
+                    f"pretrained.train.data_transitions collects {rows}; raise data_transitions or lower the method's size"
+                )
 
 
 def _check_suites(spec: ExperimentSpec, spec_path: Path) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -44,12 +44,16 @@ ALGORITHMS = RLLIB_ALGORITHMS + ANALYTIC_ALGORITHMS
 OFF_POLICY = tuple(name for name, entry in RLLIB_ALGORITHM_TABLE.items() if entry.off_policy)
 
 
+LaxPath = Annotated[Path, Field(strict=False)]
+"""A path field: given as a YAML string (the models are strict otherwise)."""
+
+
 class SpecError(ValueError):
     """A spec, preset or override is invalid; the message is one line meant for the user."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no silent coercion: `seeds: [true]` is an error, not [1]
 
 
 class EnvSpec(_Strict):
@@ -89,7 +93,7 @@ class AlgorithmSpec(_Strict):
     num_envs_per_env_runner: PositiveInt = 1
     rollout_fragment_length: PositiveInt | Literal["auto"] = "auto"
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -140,9 +144,9 @@ class PretrainTrainSpec(_Strict):
 
 
 class PretrainedSpec(_Strict):
-    module: Path | None = None
+    module: LaxPath | None = None
     """π*: the `module/` folder that `ftcl pretrain` writes (the whole agent: actor, critics, SAC's α)."""
-    data: Path | None = None
+    data: LaxPath | None = None
     """The retention data (.npz) collected by π*."""
     train: PretrainTrainSpec | None = None
     initial_alpha: Literal["from_pretrained"] | PositiveFloat = "from_pretrained"
@@ -381,6 +385,8 @@ def _first_error(error: ValidationError) -> str:
         return f"{prefix}name: unknown method {tag!r}; allowed: {', '.join(METHOD_NAMES)}"
     if kind == "extra_forbidden":
         return f"{prefix}unknown field (got {value!r}); check the spelling against the spec reference in README"
+    if kind == "union_tag_not_found":
+        return f"{prefix}name: required field is missing (each method entry names its method, or a `preset`); allowed: {', '.join(METHOD_NAMES)}"
     if kind == "missing":
         return f"{prefix}required field is missing"
     message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")

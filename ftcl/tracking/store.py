@@ -28,6 +28,39 @@ def tracking_uri(explicit: str | None = None) -> str:
     return f"sqlite:///{ftcl_home() / 'mlflow.db'}"
 
 
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
+TRACKING_CONNECT_TIMEOUT_S = 10.0
+
+
+def check_tracking_uri(uri: str) -> None:
+    """ValueError unless `uri` is an MLflow store ftcl can use: `sqlite:///PATH`, a database URL, or
+    `http(s)://HOST[:PORT]` of a tracking server that accepts connections (checked with a timeout, so a
+    dead server is one clear error, not a hang)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(uri).scheme if "://" in uri else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise ValueError(
+            f"tracking URI {uri!r}: expected one of {', '.join(s + '://' for s in TRACKING_SCHEMES)} "
+            "(e.g. sqlite:///path/to/mlflow.db or http://127.0.0.1:5000); MLflow's folder store is not supported"
+        )
+    if scheme == "sqlite" and not uri.startswith("sqlite:///"):
+        raise ValueError(f"tracking URI {uri!r}: a SQLite store is sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH")
+    if scheme in ("http", "https"):
+        parts = urlsplit(uri)
+        if not parts.hostname:
+            raise ValueError(f"tracking URI {uri!r}: no host")
+        port = parts.port or (443 if scheme == "https" else 80)
+        try:
+            with socket.create_connection((parts.hostname, port), timeout=TRACKING_CONNECT_TIMEOUT_S):
+                pass
+        except OSError as error:
+            reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or type(error).__name__)
+            raise ValueError(f"tracking URI {uri!r}: no MLflow server reachable at {parts.hostname}:{port} "
+                             f"({reason}); start one (`ftcl ui`) or fix the URI") from None
+
+
 def artifact_root() -> str:
     return (ftcl_home() / "mlartifacts").as_uri()
 
@@ -71,6 +104,43 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "absent"
     return versions
+
+
+PROVENANCE_FILE = "provenance.json"
+
+
+def verify_artifact_files(*paths: str | Path | None) -> list[Path]:
+    """Check each file or folder against the sha256 that the `provenance.json` beside it records
+    (`ftcl pretrain` writes one into every artifact folder); returns the paths verified.
+
+    ValueError names the first file whose content differs from what its provenance recorded, and a
+    provenance file that cannot be read. Paths without a provenance beside them (a π* saved by
+    hand with `save_pi_star`) have nothing to be checked against and are returned unverified.
+    """
+    import json
+
+    verified = []
+    for path in filter(None, paths):
+        path = Path(path)
+        provenance = path.parent / PROVENANCE_FILE
+        if not provenance.is_file():
+            continue
+        try:
+            recorded = json.loads(provenance.read_text())["sha256"]
+            expected = recorded.get(path.name) if isinstance(recorded, dict) else None
+        except (ValueError, KeyError, TypeError, OSError) as error:
+            raise ValueError(f"{provenance} is unreadable or has no sha256 table ({type(error).__name__}: {error})") from None
+        if expected is None:
+            continue
+        if not path.exists():
+            raise ValueError(f"{path}: listed in {provenance} but missing")
+        actual = sha256_of(path)
+        if actual != expected:
+            raise ValueError(f"{path} does not match its provenance: sha256 {actual[:16]}…, {provenance} records "
+                             f"{expected[:16]}… (the file was altered, truncated or half-written; re-create it "
+                             "with `ftcl pretrain` or restore it)")
+        verified.append(path)
+    return verified
 
 
 def sha256_of(path: str | Path) -> str:

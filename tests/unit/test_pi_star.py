@@ -187,3 +187,44 @@ def test_ppo_pi_star_carries_its_value_head(tmp_path):
         read_pi_star(tmp_path / "ppo", needs_critics=True)
     with pytest.raises(ValueError, match="lacks critics: "):
         load_pi_star_into(spec.build(), read_pi_star(tmp_path / "ppo"))
+
+
+# ---------------------------------------------------------------- integrity (issue 11, item 4)
+def test_a_save_that_dies_midway_leaves_no_pi_star(tmp_path, monkeypatch):
+    module = pendulum_module()
+    original = type(module).save_to_path
+
+    def dies_after_the_state(self, path, state=None, **kwargs):
+        original(self, path, state=state, **kwargs)
+        raise KeyboardInterrupt  # the process is stopped before agent.json is written
+
+    monkeypatch.setattr(type(module), "save_to_path", dies_after_the_state)
+    with pytest.raises(KeyboardInterrupt):
+        save_pi_star(module, tmp_path / "pi_star", log_alpha=-1.0)
+    assert not (tmp_path / "pi_star").exists()
+    with pytest.raises(ValueError, match="is not a directory"):
+        read_pi_star(tmp_path / "pi_star")
+    monkeypatch.undo()
+    save_pi_star(module, tmp_path / "pi_star", log_alpha=-1.0)  # the next save replaces the leftover
+    assert read_pi_star(tmp_path / "pi_star").log_alpha == -1.0
+    assert not (tmp_path / "pi_star.partial").exists()
+
+
+def test_tampered_or_truncated_artifact_files_are_refused(tmp_path):
+    from ftcl.tracking.store import verify_artifact_files
+
+    copy = tmp_path / "artifact"
+    shutil.copytree(ARTIFACT, copy)
+    assert verify_artifact_files(copy / "module", copy / "data.npz") == [copy / "module", copy / "data.npz"]
+    state = bytearray((copy / "module" / STATE_FILE).read_bytes())
+    state[len(state) // 2] ^= 0x01  # one bit of one weight: still a readable pickle
+    (copy / "module" / STATE_FILE).write_bytes(bytes(state))
+    read_pi_star(copy / "module")  # unpickles fine: only the checksum sees it
+    with pytest.raises(ValueError, match=r"module does not match its provenance"):
+        verify_artifact_files(copy / "module", copy / "data.npz")
+    data = (copy / "data.npz").read_bytes()
+    (copy / "data.npz").write_bytes(data[:-10])
+    with pytest.raises(ValueError, match=r"data\.npz does not match its provenance"):
+        verify_artifact_files(copy / "data.npz")
+    # a π* saved by hand (no provenance.json beside it) has nothing to be checked against
+    assert verify_artifact_files(save_pi_star(pendulum_module(), tmp_path / "by_hand")) == []

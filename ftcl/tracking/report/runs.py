@@ -54,7 +54,14 @@ def resolve_tracking_uri(tracking_uri: str | None) -> str:
 
 
 def check_store_exists(tracking_uri: str) -> None:
-    """Refuse to read a SQLite store that does not exist (MLflow would silently create it)."""
+    """Refuse a URI that is no usable store, and a SQLite store that does not exist (MLflow would
+    silently create it)."""
+    from ftcl.tracking.store import check_tracking_uri
+
+    try:
+        check_tracking_uri(tracking_uri)
+    except ValueError as error:
+        raise ReportError(str(error)) from None
     prefix = "sqlite:///"
     if not tracking_uri.startswith(prefix):
         return
