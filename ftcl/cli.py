@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a spec field by dotted path; VALUE is YAML (repeatable)")
     run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--resume", action="store_true",
-                     help="continue the latest run of this spec from its checkpoints (uses its saved spec)")
+                     help="continue the latest run of this spec from its checkpoints (give the same spec and --set "
+                     "overrides as the first run: they must match its saved spec)")
 
     pretrain = sub.add_parser(
         "pretrain", help="train π* and write its artifact folder (module, retention data, provenance)",
@@ -159,9 +160,7 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from ftcl.runner import ExperimentInterrupted, run_experiment
 
-    if args.resume and args.overrides:
-        return _fail("--resume continues a run with its saved spec; it cannot be combined with --set")
-    spec = _load(args.spec, args.overrides)
+    spec = _load(args.spec, args.overrides)  # with --resume: must equal the saved spec (checked in run_experiment)
     try:
         run_experiment(spec, address=args.address, resume=args.resume)
     except ExperimentInterrupted as error:
@@ -182,8 +181,6 @@ def cmd_pretrain(args) -> int:
         spec_path = REPO_ROOT / "tune_configs" / args.spec / "pretrain.yaml"
         if not spec_path.is_file():
             return _fail(f"{args.spec!r} is neither a spec file nor an env with tune_configs/{args.spec}/pretrain.yaml")
-    if args.resume and args.overrides:
-        return _fail("--resume continues a run with its saved spec; it cannot be combined with --set")
     spec = _load(str(spec_path), args.overrides)
     out = Path(args.out) if args.out else ftcl_home() / "pretrained" / spec.name
     try:

@@ -20,6 +20,7 @@ import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -137,19 +138,46 @@ def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: st
                     checkpoint_at_end=not analytic,
                     num_to_keep=2,
                 ),
-                failure_config=tune.FailureConfig(max_failures=0),
+                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             ),
         )
     results = tuner.fit()
-    errors = [r.error for r in results if r.error is not None]
-    if errors:
-        raise RuntimeError(f"{len(errors)} of {len(results)} {stage} trials failed; first error: {errors[0]}")
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        first = failed[0]
+        text = str(first.error).strip().splitlines()
+        where = f"; traceback in {Path(first.path) / 'error.txt'}" if first.path else ""
+        raise RuntimeError(
+            f"{len(failed)} of {len(results)} {stage} trials failed after {spec.resources.max_failures} "
+            f"restart(s) each; first: {(first.config or {}).get('ftcl_trial', '?')}: {text[-1] if text else first.error}"
+            f"{where}; fix the cause, then `{resume_command()}` retries them from their last checkpoints"
+        )
     unfinished = [r for r in results if not (r.metrics or {}).get("done")]
     if unfinished:
         raise ExperimentInterrupted(
             f"{stage}: {len(unfinished)} of {len(results)} trials stopped before their budget; "
-            f"run the same ftcl command again with --resume"
+            f"continue them with: {resume_command()}"
         )
+
+
+def spec_differences(saved: ExperimentSpec, given: ExperimentSpec) -> list[str]:
+    """`field: saved → given` for every dotted field in which two specs differ."""
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(tree, dict) and tree:
+            return {k: v for key, value in tree.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): tree}
+
+    old, new = flat(saved.model_dump(mode="json", by_alias=True)), flat(given.model_dump(mode="json", by_alias=True))
+    return [f"{key}: {old.get(key)!r} → {new.get(key)!r}" for key in sorted(set(old) | set(new))
+            if old.get(key) != new.get(key)]
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line that continues this `ftcl` invocation: the same one with `--resume`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return "ftcl " + " ".join(shlex.quote(arg) for arg in argv)
 
 
 def trial_environment() -> dict[str, str]:
@@ -202,7 +230,15 @@ def run_experiment(
         experiment_dir = latest_experiment_dir(spec.name)
         if experiment_dir is None:
             raise SpecError(f"--resume: no earlier run of spec {spec.name!r} under {experiments_root()}")
-        spec = ExperimentSpec.model_validate(yaml.safe_load((experiment_dir / "spec.resolved.yaml").read_text()))
+        saved = ExperimentSpec.model_validate(yaml.safe_load((experiment_dir / "spec.resolved.yaml").read_text()))
+        changed = spec_differences(saved, spec)
+        if changed:
+            raise SpecError(
+                f"--resume continues {experiment_dir} with the spec it started with, and the spec given now differs "
+                f"({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}); give the same spec and --set "
+                "overrides as the first run, or start a new run without --resume"
+            )
+        spec = saved
         print(f"[ftcl] resuming {experiment_dir}", file=sys.stderr)
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -212,6 +212,9 @@ class ResourcesSpec(_Strict):
     cpus_per_trial: PositiveFloat = 1.0
     max_concurrent_trials: PositiveInt | None = None
     checkpoint_every_iterations: PositiveInt = 5
+    max_failures: NonNegativeInt = 3
+    """Times a failed trial (a worker killed, a node lost, an exception) is restarted from its last
+    checkpoint before it counts as failed (Tune's `FailureConfig.max_failures`)."""
 
 
 class ExperimentSpec(_Strict):

@@ -5,6 +5,17 @@ Why not `ray.air.integrations.mlflow.MLflowLoggerCallback`: it steps metrics by
 hundreds of keys one request each, and puts artifacts in `./mlruns`. This callback logs only the
 whitelisted keys, in one batch per result, with step = environment steps, and finds its run again
 after `ftcl run --resume` by the trial id tag.
+
+Exactly once, whatever the fault. A trial's results are held on the driver and written to MLflow
+when the trial's next checkpoint is saved (and when it completes). A trial that fails and is
+retried, or that is resumed after the driver died, restarts from its last checkpoint and produces
+the steps after it again: those were never written, so each `(run, key, step)` ends up in MLflow
+once, with the value of the timeline that goes on — the curve is the restored run's, and the agent
+at the end of it is the one whose history it shows. The cost: MLflow trails a running trial by up
+to one checkpoint interval (`resources.checkpoint_every_iterations`). As a second guard, a run
+found again after a restart reads how far each key was written and never writes a step at or
+below that again (this covers a driver that dies after writing but before Tune recorded the
+checkpoint; then the steps in between keep their first values).
 """
 from __future__ import annotations
 
@@ -84,12 +95,20 @@ class MLflowTracking(Callback):
         self._client = None
         self._experiment_id: str | None = None
         self._run_ids: dict[str, str] = {}
+        self._pending: dict[str, list] = {}
+        """Trial key -> metrics of results since its last checkpoint (not yet in MLflow)."""
+        self._written_through: dict[str, dict[str, int]] = {}
+        """Trial key -> metric key -> the highest step of it in MLflow."""
+        self._ended: set[str] = set()
+        """Trial keys whose run this driver marked FINISHED or FAILED."""
 
     def __getstate__(self) -> dict:  # Tune pickles callbacks into its experiment state
         state = dict(self.__dict__)
-        state["_client"] = None
-        state["_run_ids"] = {}
+        state.update(_client=None, _run_ids={}, _pending={}, _written_through={}, _ended=set())
         return state
+
+    def __setstate__(self, state: dict) -> None:  # also an experiment state pickled by an older ftcl
+        self.__dict__.update({"_pending": {}, "_written_through": {}, "_ended": set(), **state})
 
     @property
     def client(self):
@@ -116,6 +135,10 @@ class MLflowTracking(Callback):
         if existing:
             run_id = existing[0].info.run_id
             client.update_run(run_id, status="RUNNING")
+            self._written_through[key] = {
+                name: max(point.step for point in client.get_metric_history(run_id, name))
+                for name in existing[0].data.metrics
+            }
         else:
             run = client.create_run(self._experiment_id, run_name=key, tags={**tags, "ftcl.trial": key})
             run_id = run.info.run_id
@@ -133,18 +156,52 @@ class MLflowTracking(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
 
-        run_id = self._run_id(trial)
+        self._run_id(trial)
         step = step_of(result)
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in select_metrics(result, self.extra_patterns).items()]
+        self._pending.setdefault(trial.config["ftcl_trial"], []).extend(
+            Metric(k, v, now, step) for k, v in select_metrics(result, self.extra_patterns).items()
+        )
+
+    def _write_pending(self, trial) -> None:
+        """Write the trial's held metrics (those at or below a step already in MLflow are dropped)."""
+        key = trial.config["ftcl_trial"]
+        written = self._written_through.setdefault(key, {})
+        metrics = [m for m in self._pending.pop(key, []) if m.step > written.get(m.key, -1)]
+        run_id = self._run_id(trial)
         for start in range(0, len(metrics), 900):  # MLflow caps a batch at 1000 metrics
             self.client.log_batch(run_id, metrics=metrics[start : start + 900])
+        for metric in metrics:
+            written[metric.key] = max(metric.step, written.get(metric.key, -1))
+
+    def _drop_pending(self, trial) -> None:
+        """The trial restarts from its last checkpoint: its results since then will come again."""
+        self._pending.pop(trial.config["ftcl_trial"], None)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        self._write_pending(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._write_pending(trial)
         self.client.set_terminated(self._run_id(trial), status="FINISHED")
+        self._ended.add(trial.config["ftcl_trial"])
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._drop_pending(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._drop_pending(trial)  # `--resume` restarts it from its last checkpoint
         self.client.set_terminated(self._run_id(trial), status="FAILED")
+        self._ended.add(trial.config["ftcl_trial"])
+
+    def on_experiment_end(self, trials, **info):
+        """Runs of trials stopped before their end (Ctrl-C, a lost driver) are marked KILLED, not
+        left RUNNING; `--resume` sets them RUNNING again."""
+        for trial in trials:
+            key = trial.config.get("ftcl_trial")
+            if key in self._run_ids and key not in self._ended:
+                self._drop_pending(trial)
+                self.client.set_terminated(self._run_ids[key], status="KILLED")
 
 
 class ProgressPrinter(Callback):
