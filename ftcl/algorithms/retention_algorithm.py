@@ -25,7 +25,7 @@ from ftcl.algorithms.pi_star import InitialAlpha, read_pi_star
 from ftcl.data.retention_data import check_retention_shapes, load_retention_data, retention_data_shapes
 from ftcl.retention.method import RetentionMethod
 from ftcl.retention.registry import parse_method
-from ftcl.tracking.store import verify_artifact_files
+from ftcl.data.integrity import verify_artifact_files
 
 logger = logging.getLogger(__name__)
 

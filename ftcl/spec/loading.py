@@ -188,7 +188,7 @@ def _check_files(spec: ExperimentSpec, spec_path: Path) -> None:
         path = getattr(spec.pretrained, key)
         if path is not None and not Path(path).exists():
             raise SpecError(f"{spec_path}: pretrained.{key}: file not found: {path}")
-    from ftcl.tracking.store import verify_artifact_files
+    from ftcl.data.integrity import verify_artifact_files
 
     for key in ("module", "data"):
         try:

@@ -211,7 +211,7 @@ def test_a_save_that_dies_midway_leaves_no_pi_star(tmp_path, monkeypatch):
 
 
 def test_tampered_or_truncated_artifact_files_are_refused(tmp_path):
-    from ftcl.tracking.store import verify_artifact_files
+    from ftcl.data.integrity import verify_artifact_files
 
     copy = tmp_path / "artifact"
     shutil.copytree(ARTIFACT, copy)
