@@ -94,6 +94,12 @@ ENVS: dict[str, EnvEntry] = {
             suites={},  # per-stage suites are generated from the stage list, see robotic_sequence.py
         ),
         EnvEntry(
+            name="montezuma",
+            description="Montezuma's Revenge (ALE; paper §2.2): rooms from RAM, episodes from stored start states.",
+            module="ftcl.envs.montezuma",
+            suites={},  # `full`, and one per stored start state, see montezuma.py
+        ),
+        EnvEntry(
             name="cartpole",
             description="Gymnasium CartPole-v1 (smoke tests and throughput baselines).",
             module="ftcl.envs.classic",

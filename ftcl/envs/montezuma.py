@@ -1,0 +1,168 @@
+"""Montezuma's Revenge on ALE: the paper's preprocessing, room tracking from RAM, stored start states.
+
+Preprocessing (jcwleo's RND setup, which the paper follows, Table 2):
+- ALE without its own frame skip; each agent action is held for `frame_skip` = 4 frames and the
+  observation is the pixel-wise max of the last two of them (Atari sprites flicker);
+- sticky actions: with probability p = 0.25 the emulator repeats the previous action (ALE's own
+  `repeat_action_probability`, applied per frame);
+- 84×84 greyscale (area interpolation), the last 4 observations stacked, channels last, uint8;
+- 4,500 agent steps per episode; a lost life does not end the episode (the game's end does);
+- the full 18-action set.
+
+RAM read-out (AtariARI annotations, Go-Explore's Montezuma env): room ram[3] (0–23 on level 1),
+level ram[57] (0-based), x ram[42], y ram[43], inventory ram[65], lives ram[58]. `info` carries
+them, with `rooms_visited`: the (level, room) pairs the episode has been in, in order of first visit.
+
+Start states: an episode can start from a stored emulator state (`start_states` file, `start_state`
+name), see `ftcl.envs.montezuma_states`. A state restores the emulator with its RNG; the sticky-action
+memory (the previous action) is not part of it, so with p > 0 the first frames after a restore may
+differ between replays. FAR evaluation keeps sticky actions on: success is measured under the
+dynamics the agent is trained and deployed with; with p = 0 a restored state replays exactly (tests).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ROOM, X, Y, LIVES, LEVEL, INVENTORY = 3, 42, 43, 58, 57, 65
+"""RAM addresses (bytes of the 128-byte RAM)."""
+
+
+class Options(BaseModel):
+    """Validated options of a Montezuma's Revenge env."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sticky_action_probability: float = Field(0.25, ge=0.0, le=1.0)
+    frame_skip: int = Field(4, ge=1)
+    max_episode_steps: int = Field(4500, ge=1)
+    """Agent steps (of `frame_skip` frames each) before the episode is truncated."""
+    frame_stack: int = Field(4, ge=1)
+    screen_size: int = Field(84, ge=8)
+    start_states: str | None = None
+    """A start-state file (`ftcl.envs.montezuma_states`); None: every episode starts at the game's start."""
+    start_state: str | None = None
+    """The name of the state in `start_states` that episodes start from."""
+    seed: int | None = None
+    """Seed of the first reset when `reset` is called without one (None: fresh entropy)."""
+
+    @model_validator(mode="after")
+    def _state_needs_file(self) -> "Options":
+        if (self.start_state is None) != (self.start_states is None):
+            raise ValueError("give `start_states` (a file) and `start_state` (a name in it) together, or neither")
+        return self
+
+
+def ram_info(ram: np.ndarray) -> dict[str, int]:
+    """Room, level, position, inventory and lives from the 128-byte RAM."""
+    return {"room": int(ram[ROOM]), "level": int(ram[LEVEL]), "x": int(ram[X]), "y": int(ram[Y]),
+            "inventory": int(ram[INVENTORY]), "lives": int(ram[LIVES])}
+
+
+class MontezumaEnv(gym.Env):
+    """Montezuma's Revenge with the paper's preprocessing (module doc)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, options: dict[str, Any] | Options | None = None):
+        from ale_py.env import AtariEnv
+
+        self.options = options if isinstance(options, Options) else Options.model_validate(options or {})
+        o = self.options
+        # ALE's own emulator, one frame per act; the preprocessing below is ours
+        self._atari = AtariEnv("montezuma_revenge", obs_type="grayscale", frameskip=1,
+                               repeat_action_probability=o.sticky_action_probability, full_action_space=True)
+        self.ale = self._atari.ale
+        self._actions = self._atari._action_set
+        self.action_space = gym.spaces.Discrete(len(self._actions))
+        self.observation_space = gym.spaces.Box(0, 255, (o.screen_size, o.screen_size, o.frame_stack), np.uint8)
+        self._start = None
+        if o.start_states is not None:
+            from ftcl.envs.montezuma_states import load_start_states
+
+            states = load_start_states(o.start_states)
+            if o.start_state not in states.names:
+                raise ValueError(f"start state {o.start_state!r} is not in {o.start_states}; it holds "
+                                 f"{', '.join(states.names[:10])}{' ...' if len(states.names) > 10 else ''}")
+            self._start = states.state(o.start_state)
+        self._stack: np.ndarray | None = None
+        self._steps = 0
+        self._rooms: list[tuple[int, int]] = []
+        self._first_reset = True
+
+    # ---- frames ----
+    def _frame(self) -> np.ndarray:
+        import cv2
+
+        size = self.options.screen_size
+        return cv2.resize(self.ale.getScreenGrayscale(), (size, size), interpolation=cv2.INTER_AREA)
+
+    def _info(self) -> dict[str, Any]:
+        info = ram_info(self.ale.getRAM())
+        here = (info["level"], info["room"])
+        if here not in self._rooms:
+            self._rooms.append(here)
+        info["rooms_visited"] = list(self._rooms)
+        info["num_rooms_visited"] = len(self._rooms)
+        return info
+
+    # ---- gym API ----
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is None and self._first_reset:
+            seed = self.options.seed
+        self._first_reset = False
+        super().reset(seed=seed)
+        self._atari.reset(seed=seed)
+        if self._start is not None:
+            self.ale.restoreState(self._start)
+        frame = self._frame()
+        self._stack = np.repeat(frame[:, :, None], self.options.frame_stack, axis=2)
+        self._steps = 0
+        self._rooms = []
+        return self._stack.copy(), self._info()
+
+    def step(self, action: int):
+        assert self._stack is not None, "call reset() first"
+        skip = self.options.frame_skip
+        reward, last_two = 0.0, []
+        for frame_index in range(skip):
+            reward += self.ale.act(self._actions[int(action)])
+            if frame_index >= skip - 2:
+                last_two.append(self.ale.getScreenGrayscale())
+            if self.ale.game_over():
+                break
+        import cv2
+
+        size = self.options.screen_size
+        pooled = np.maximum.reduce(last_two) if last_two else self.ale.getScreenGrayscale()
+        frame = cv2.resize(pooled, (size, size), interpolation=cv2.INTER_AREA)
+        self._stack = np.concatenate([self._stack[:, :, 1:], frame[:, :, None]], axis=2)
+        self._steps += 1
+        terminated = bool(self.ale.game_over())
+        truncated = not terminated and self._steps >= self.options.max_episode_steps
+        return self._stack.copy(), float(reward), terminated, truncated, self._info()
+
+    def clone_state(self):
+        """The emulator's state now, with its RNG (an `ale_py.ALEState`)."""
+        return self.ale.cloneState(include_rng=True)
+
+    def close(self):
+        self._atari.close()
+
+
+def make_env(options: dict[str, Any]) -> gym.Env:
+    return MontezumaEnv(options)
+
+
+def evaluation_suites(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`full`: from the game's start. One `start_<name>` suite per state of the start-state file."""
+    suites: dict[str, dict[str, Any]] = {"full": {"start_states": None, "start_state": None}}
+    if options.get("start_states"):
+        from ftcl.envs.montezuma_states import load_start_states
+
+        for name in load_start_states(options["start_states"]).names:
+            suites[f"start_{name}"] = {"start_state": name}
+    return suites

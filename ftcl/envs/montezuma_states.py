@@ -1,0 +1,98 @@
+"""Stored Montezuma's Revenge start states: one .npz of serialized ALE states, checked on load.
+
+Keys: `names` (one per state), `data` (the states' `ALEState.serialize()` bytes, concatenated),
+`offsets` (n + 1 byte offsets into `data`), `sha256` (hex digest of each state's bytes) and the RAM
+read-out of each state (`room`, `level`, `x`, `y`, `inventory`, `lives`). No pickles: the file is
+read with `allow_pickle=False`. A missing, truncated or altered file, or one state whose bytes do
+not match their digest, is a ValueError naming the file (and the state); the file is also checked
+against the `provenance.json` beside it when there is one (`ftcl.tracking.store.verify_artifact_files`).
+"""
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ftcl.envs.montezuma import ram_info
+
+INFO_KEYS = ("room", "level", "x", "y", "inventory", "lives")
+KEYS = ("names", "data", "offsets", "sha256") + INFO_KEYS
+
+
+@dataclass(frozen=True)
+class StartStates:
+    """The states of one file, by name, with their RAM read-out."""
+
+    path: Path
+    names: list[str]
+    blobs: list[bytes]
+    info: dict[str, np.ndarray]
+
+    def state(self, name: str):
+        """The `ale_py.ALEState` stored under `name` (KeyError names the states that exist)."""
+        from ale_py import ALEState
+
+        if name not in self.names:
+            raise KeyError(f"no start state {name!r} in {self.path}; it holds {', '.join(self.names)}")
+        return ALEState(self.blobs[self.names.index(name)])
+
+    def info_of(self, name: str) -> dict[str, int]:
+        index = self.names.index(name)
+        return {key: int(values[index]) for key, values in self.info.items()}
+
+
+def save_start_states(path: str | Path, states: Mapping[str, Any]) -> Path:
+    """Write `name -> (ALEState, RAM)` pairs; temporary file, then rename (never half-written)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"start-state files end in .npz; got {path}")
+    names, blobs, infos = [], [], []
+    for name, (state, ram) in states.items():
+        names.append(str(name))
+        blobs.append(bytes(state.serialize()))
+        infos.append(ram_info(np.asarray(ram)))
+    offsets = np.cumsum([0] + [len(blob) for blob in blobs]).astype(np.int64)
+    arrays = {
+        "names": np.array(names, dtype=str), "data": np.frombuffer(b"".join(blobs), dtype=np.uint8),
+        "offsets": offsets, "sha256": np.array([hashlib.sha256(blob).hexdigest() for blob in blobs], dtype=str),
+        **{key: np.array([info[key] for info in infos], dtype=np.int64) for key in INFO_KEYS},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial.npz")
+    np.savez_compressed(partial, **arrays)
+    partial.replace(path)
+    return path
+
+
+def load_start_states(path: str | Path) -> StartStates:
+    """Read and check a start-state file (module doc)."""
+    from ftcl.tracking.store import verify_artifact_files
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"start-state file not found: {path}")
+    verify_artifact_files(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in KEYS if key not in archive.files]
+            if missing:
+                raise ValueError(f"lacks {missing}")
+            arrays = {key: archive[key] for key in KEYS}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise ValueError(f"start-state file {path} is not readable ({error}); re-create it") from None
+    names = [str(name) for name in arrays["names"]]
+    offsets, data = arrays["offsets"], arrays["data"].tobytes()
+    if len(offsets) != len(names) + 1 or offsets[0] != 0 or np.any(np.diff(offsets) <= 0) or offsets[-1] != len(data):
+        raise ValueError(f"start-state file {path}: offsets do not match its {len(names)} states and "
+                         f"{len(data)} bytes (truncated or altered)")
+    blobs = [data[offsets[i]:offsets[i + 1]] for i in range(len(names))]
+    for name, blob, digest in zip(names, blobs, arrays["sha256"]):
+        if hashlib.sha256(blob).hexdigest() != str(digest):
+            raise ValueError(f"start-state file {path}: state {name!r} does not match its sha256 (altered)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"start-state file {path}: duplicate state names")
+    return StartStates(path, names, blobs, {key: arrays[key] for key in INFO_KEYS})
