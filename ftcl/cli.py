@@ -85,6 +85,27 @@ def _parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
     pretrain.add_argument("--resume", action="store_true", help="continue the latest pre-training of this spec")
 
+    explore = sub.add_parser(
+        "explore", help="explore Montezuma's Revenge without an agent and store start states per room",
+        formatter_class=formatter,
+        description="Go-Explore-style restore-and-explore on the emulator's RAM (no trained agent, sticky actions "
+        "off): an archive of cells (room, level, inventory, coarse position), then one start state per room "
+        "reached, written to OUT/start_states.npz with OUT/provenance.json (sha256). Progress every 30 s; the "
+        "archive is saved every minute under <ftcl home>/explore/ and `--resume` continues it.",
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              ftcl explore montezuma --frames 2000000 --out artifacts/montezuma
+              ftcl explore montezuma --frames 20000000 --seed 1 --out /tmp/states --resume
+            """
+        ),
+    )
+    explore.add_argument("env", choices=["montezuma"])
+    explore.add_argument("--frames", type=int, default=20_000_000, help="emulator frames in all (default 20M)")
+    explore.add_argument("--seed", type=int, default=0)
+    explore.add_argument("--out", required=True, help="artifact folder for start_states.npz and provenance.json")
+    explore.add_argument("--resume", action="store_true", help="continue the saved archive of this seed")
+
     validate = sub.add_parser(
         "validate", help="check a spec without running it", formatter_class=formatter,
         description="Load a spec with its presets and overrides, validate every field and print the trial grid.",
@@ -194,6 +215,32 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    import shlex
+
+    from ftcl.envs.montezuma_explore import explore, write_start_states
+    from ftcl.tracking.store import ftcl_home
+
+    if args.frames <= 0:
+        return _fail(f"--frames must be > 0 (got {args.frames})")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return _fail(f"--out {out}: exists and is not a folder")
+    archive_path = ftcl_home() / "explore" / f"{args.env}_seed{args.seed}" / "archive.pkl"
+    if archive_path.exists() and not args.resume:
+        return _fail(f"{archive_path} holds an earlier exploration of seed {args.seed}: add --resume to continue it, "
+                     "or delete it to start again")
+    try:
+        archive = explore(args.frames, seed=args.seed, resume_from=archive_path if args.resume else None,
+                          checkpoint=archive_path)
+    except ValueError as error:
+        return _fail(str(error))
+    command = "ftcl " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    path = write_start_states(archive, out, command)
+    print(f"{len(archive.cells)} cells, rooms {[room for _, room in archive.rooms()]}; start states written to {path}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from ftcl.tracking.report import ReportError, build_report
     from ftcl.tracking.store import ftcl_home, tracking_uri
@@ -300,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "pretrain": cmd_pretrain, "validate": cmd_validate, "report": cmd_report, "ui": cmd_ui, "list": cmd_list}
+    handlers = {"run": cmd_run, "pretrain": cmd_pretrain, "explore": cmd_explore, "validate": cmd_validate,
+                "report": cmd_report, "ui": cmd_ui, "list": cmd_list}
     try:
         return handlers[args.command](args)
     except SpecError as error:

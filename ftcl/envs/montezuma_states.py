@@ -70,7 +70,7 @@ def save_start_states(path: str | Path, states: Mapping[str, Any]) -> Path:
 
 def load_start_states(path: str | Path) -> StartStates:
     """Read and check a start-state file (module doc)."""
-    from ftcl.tracking.store import verify_artifact_files
+    from ftcl.data.integrity import verify_artifact_files
 
     path = Path(path)
     if not path.is_file():
