@@ -30,6 +30,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 ROOM, X, Y, LIVES, LEVEL, INVENTORY = 3, 42, 43, 58, 57, 65
 """RAM addresses (bytes of the 128-byte RAM)."""
 
+PAPER_ROOM_TO_RAM_ROOM = {1: 1, 2: 2, 3: 6, 4: 7, 5: 13, 6: 21, 7: 5, 8: 0, 9: 4, 10: 10, 11: 3, 12: 9, 13: 8,
+                          14: 14, 15: 12, 16: 11, 17: 19, 18: 20, 19: 22, 20: 18, 21: 17, 22: 16, 23: 15}
+"""The paper's room numbers (its Fig. 12: rooms numbered along the level-1 solution path, Room 1 =
+the start room) -> RAM room ids (ram[3]) of level 1. The paper gives no RAM ids. Derived as the order
+of first visits along a human solution of level 1: the RAM of the 530 checkpoints (one per 100
+frames) of openai/atari-reset's `demos/MontezumaRevenge.demo` (MIT licence), ram[3] read at byte
+offset 155 + 4·3 of each. Its path: 1 → 2 → 6 → 7 → 13 → 21 → 13 → 7 → 6 → 5 → 6 → 2 → 1 → 0 → 4 → 10
+→ 4 → 3 → 9 → 8 → … → 19 → 18 → 17 → 16 → 15 → level 2. An assumption, not a fact: the paper's
+solution path may visit rooms in another order (then only this table changes). Room 24 of a level
+(RAM 23) is not on the path."""
+RAM_ROOM_TO_PAPER_ROOM = {ram: paper for paper, ram in PAPER_ROOM_TO_RAM_ROOM.items()}
+
 
 class Options(BaseModel):
     """Validated options of a Montezuma's Revenge env."""
@@ -57,8 +69,10 @@ class Options(BaseModel):
 
 
 def ram_info(ram: np.ndarray) -> dict[str, int]:
-    """Room, level, position, inventory and lives from the 128-byte RAM."""
-    return {"room": int(ram[ROOM]), "level": int(ram[LEVEL]), "x": int(ram[X]), "y": int(ram[Y]),
+    """Room (RAM id, and the paper's number; 0 = not on its path), level, position, inventory and
+    lives from the 128-byte RAM."""
+    return {"room": int(ram[ROOM]), "paper_room": RAM_ROOM_TO_PAPER_ROOM.get(int(ram[ROOM]), 0),
+            "level": int(ram[LEVEL]), "x": int(ram[X]), "y": int(ram[Y]),
             "inventory": int(ram[INVENTORY]), "lives": int(ram[LIVES])}
 
 

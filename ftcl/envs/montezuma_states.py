@@ -19,7 +19,7 @@ import numpy as np
 
 from ftcl.envs.montezuma import ram_info
 
-INFO_KEYS = ("room", "level", "x", "y", "inventory", "lives")
+INFO_KEYS = ("room", "paper_room", "level", "x", "y", "inventory", "lives")
 KEYS = ("names", "data", "offsets", "sha256") + INFO_KEYS
 
 

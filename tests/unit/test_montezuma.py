@@ -40,7 +40,7 @@ def test_observations_are_stacked_max_pooled_84x84_grey_frames():
     env = MontezumaEnv(DETERMINISTIC)
     obs, info = env.reset()
     assert obs.shape == (84, 84, 4) and obs.dtype == np.uint8 and env.action_space.n == 18
-    assert info["room"] == 1 and info["level"] == 0 and info["rooms_visited"] == [(0, 1)]
+    assert info["room"] == 1 and info["paper_room"] == 1 and info["level"] == 0 and info["rooms_visited"] == [(0, 1)]
     play(env, [0] * 5)
     before, stack_before = env.clone_state(), env._stack.copy()
     obs, *_ = env.step(3)
@@ -110,3 +110,11 @@ def test_registry_lists_a_suite_per_start_state(states_file):
     options = entry.validate_options({"start_states": str(states_file), "start_state": "walked"})
     assert set(entry.suites_for(options)) == {"full", "start_walked", "start_room_2"}
     assert ram_info(np.zeros(128, np.uint8))["room"] == 0
+
+
+def test_the_paper_room_table_covers_level_one_once():
+    from ftcl.envs.montezuma import PAPER_ROOM_TO_RAM_ROOM
+
+    assert sorted(PAPER_ROOM_TO_RAM_ROOM) == list(range(1, 24))
+    assert sorted(PAPER_ROOM_TO_RAM_ROOM.values()) == list(range(23))  # RAM 0–22, each once
+    assert PAPER_ROOM_TO_RAM_ROOM[1] == 1  # Room 1 is the start room
