@@ -216,9 +216,8 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_explore(args) -> int:
-    import shlex
-
     from ftcl.envs.montezuma_explore import explore, write_start_states
+    from ftcl.runner import command_line
     from ftcl.tracking.store import ftcl_home
 
     if args.frames <= 0:
@@ -235,8 +234,7 @@ def cmd_explore(args) -> int:
                           checkpoint=archive_path)
     except ValueError as error:
         return _fail(str(error))
-    command = "ftcl " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
-    path = write_start_states(archive, out, command)
+    path = write_start_states(archive, out, command_line())
     print(f"{len(archive.cells)} cells, rooms {[room for _, room in archive.rooms()]}; start states written to {path}")
     return 0
 

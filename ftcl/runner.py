@@ -89,7 +89,7 @@ def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: st
     spec_json = spec.model_dump_json(by_alias=True)
     analytic = spec.algorithm.name in ANALYTIC_ALGORITHMS
     base = analytic_trainable if analytic else FtclTrainable
-    command = "ftcl " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    command = command_line()
     trainable = tune.with_parameters(base, spec_json=spec_json, plans=plan_dicts, experiment_dir=str(experiment_dir),
                                      command=command)
     if analytic:
@@ -172,12 +172,17 @@ def spec_differences(saved: ExperimentSpec, given: ExperimentSpec) -> list[str]:
             if old.get(key) != new.get(key)]
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """This `ftcl` invocation as a shell command line (recorded in provenance)."""
+    return "ftcl " + " ".join(shlex.quote(arg) for arg in (sys.argv[1:] if argv is None else argv))
+
+
 def resume_command(argv: list[str] | None = None) -> str:
     """The command line that continues this `ftcl` invocation: the same one with `--resume`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--resume" not in argv:
         argv.append("--resume")
-    return "ftcl " + " ".join(shlex.quote(arg) for arg in argv)
+    return command_line(argv)
 
 
 def trial_environment() -> dict[str, str]:
@@ -196,8 +201,6 @@ ADDRESS_CONNECT_TIMEOUT_S = 10.0
 def check_address(address: str) -> None:
     """SpecError unless `address` is `auto`, `HOST:PORT` or `ray://HOST:PORT` and, for the last two,
     something listens there (a dead address would make `ray.init` retry for minutes)."""
-    import socket
-
     if address == "auto":
         return
     match = re.fullmatch(r"(ray://)?\[?([A-Za-z0-9_.\-:]+?)\]?:(\d{1,5})", address)
@@ -205,11 +208,8 @@ def check_address(address: str) -> None:
         raise SpecError(f"--address {address!r}: expected auto, HOST:PORT (a Ray head's GCS, e.g. 10.0.0.5:6379) "
                         "or ray://HOST:PORT (Ray Client, e.g. ray://head-node:10001)")
     host, port = match.group(2), int(match.group(3))
-    try:
-        with socket.create_connection((host, port), timeout=ADDRESS_CONNECT_TIMEOUT_S):
-            pass
-    except OSError as error:
-        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or type(error).__name__)
+    reason = store.connection_failure(host, port, ADDRESS_CONNECT_TIMEOUT_S)
+    if reason is not None:
         raise SpecError(f"--address {address!r}: cannot reach a Ray cluster at {host}:{port} ({reason} after at most "
                         f"{ADDRESS_CONNECT_TIMEOUT_S:.0f} s); is it running? (`ray status --address {host}:{port}` "
                         "on the head node)") from None

@@ -97,22 +97,19 @@ class MontezumaEnv(gym.Env):
         if o.start_states is not None:
             from ftcl.envs.montezuma_states import load_start_states
 
-            states = load_start_states(o.start_states)
-            if o.start_state not in states.names:
-                raise ValueError(f"start state {o.start_state!r} is not in {o.start_states}; it holds "
-                                 f"{', '.join(states.names[:10])}{' ...' if len(states.names) > 10 else ''}")
-            self._start = states.state(o.start_state)
+            self._start = load_start_states(o.start_states).state(o.start_state)
         self._stack: np.ndarray | None = None
         self._steps = 0
         self._rooms: list[tuple[int, int]] = []
         self._first_reset = True
 
     # ---- frames ----
-    def _frame(self) -> np.ndarray:
+    def _frame(self, screen: np.ndarray) -> np.ndarray:
+        """A grey screen resized to the observation's size."""
         import cv2
 
         size = self.options.screen_size
-        return cv2.resize(self.ale.getScreenGrayscale(), (size, size), interpolation=cv2.INTER_AREA)
+        return cv2.resize(screen, (size, size), interpolation=cv2.INTER_AREA)
 
     def _info(self) -> dict[str, Any]:
         info = ram_info(self.ale.getRAM())
@@ -132,7 +129,7 @@ class MontezumaEnv(gym.Env):
         self._atari.reset(seed=seed)
         if self._start is not None:
             self.ale.restoreState(self._start)
-        frame = self._frame()
+        frame = self._frame(self.ale.getScreenGrayscale())
         self._stack = np.repeat(frame[:, :, None], self.options.frame_stack, axis=2)
         self._steps = 0
         self._rooms = []
@@ -148,11 +145,7 @@ class MontezumaEnv(gym.Env):
                 last_two.append(self.ale.getScreenGrayscale())
             if self.ale.game_over():
                 break
-        import cv2
-
-        size = self.options.screen_size
-        pooled = np.maximum.reduce(last_two) if last_two else self.ale.getScreenGrayscale()
-        frame = cv2.resize(pooled, (size, size), interpolation=cv2.INTER_AREA)
+        frame = self._frame(np.maximum.reduce(last_two) if last_two else self.ale.getScreenGrayscale())
         self._stack = np.concatenate([self._stack[:, :, 1:], frame[:, :, None]], axis=2)
         self._steps += 1
         terminated = bool(self.ale.game_over())

@@ -5,10 +5,11 @@ Keys: `names` (one per state), `data` (the states' `ALEState.serialize()` bytes,
 read-out of each state (`room`, `level`, `x`, `y`, `inventory`, `lives`). No pickles: the file is
 read with `allow_pickle=False`. A missing, truncated or altered file, or one state whose bytes do
 not match their digest, is a ValueError naming the file (and the state); the file is also checked
-against the `provenance.json` beside it when there is one (`ftcl.tracking.store.verify_artifact_files`).
+against the `provenance.json` beside it when there is one (`ftcl.data.integrity.verify_artifact_files`).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import zipfile
 from dataclasses import dataclass
@@ -33,11 +34,12 @@ class StartStates:
     info: dict[str, np.ndarray]
 
     def state(self, name: str):
-        """The `ale_py.ALEState` stored under `name` (KeyError names the states that exist)."""
+        """The `ale_py.ALEState` stored under `name` (ValueError names the states that exist)."""
         from ale_py import ALEState
 
         if name not in self.names:
-            raise KeyError(f"no start state {name!r} in {self.path}; it holds {', '.join(self.names)}")
+            raise ValueError(f"start state {name!r} is not in {self.path}; it holds "
+                             f"{', '.join(self.names[:10])}{' ...' if len(self.names) > 10 else ''}")
         return ALEState(self.blobs[self.names.index(name)])
 
     def info_of(self, name: str) -> dict[str, int]:
@@ -69,12 +71,23 @@ def save_start_states(path: str | Path, states: Mapping[str, Any]) -> Path:
 
 
 def load_start_states(path: str | Path) -> StartStates:
-    """Read and check a start-state file (module doc)."""
-    from ftcl.data.integrity import verify_artifact_files
-
+    """Read and check a start-state file (module doc). A process reads and checks a file once: the
+    result is kept while the file's size and modification time are unchanged (the env and every
+    `evaluation_suites` call of a trial share one read)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"start-state file not found: {path}")
+    from ftcl.data.integrity import PROVENANCE_FILE
+
+    stat, provenance = path.stat(), path.parent / PROVENANCE_FILE
+    provenance_ns = provenance.stat().st_mtime_ns if provenance.is_file() else None
+    return _read_start_states(path.resolve(), stat.st_size, stat.st_mtime_ns, provenance_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_start_states(path: Path, size: int, modified_ns: int, provenance_ns: int | None) -> StartStates:
+    from ftcl.data.integrity import verify_artifact_files
+
     verify_artifact_files(path)
     try:
         with np.load(path, allow_pickle=False) as archive:

@@ -132,11 +132,11 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Experimen
     _check_algorithm_options(spec, spec_path)
     _check_files(spec, spec_path)
     _check_suites(spec, spec_path)
-    _check_dashboard(spec, spec_path)
+    _check_tracking(spec, spec_path)
     return spec
 
 
-def _check_dashboard(spec: ExperimentSpec, spec_path: Path) -> None:
+def _check_tracking(spec: ExperimentSpec, spec_path: Path) -> None:
     """The dashboard layout exists and validates; a `tracking.uri` is a store ftcl can use."""
     from ftcl.tracking.dashboard import LayoutError, load_layout
     from ftcl.tracking.store import check_tracking_uri

@@ -29,6 +29,18 @@ def tracking_uri(explicit: str | None = None) -> str:
     return f"sqlite:///{ftcl_home() / 'mlflow.db'}"
 
 
+def connection_failure(host: str, port: int, timeout_s: float) -> str | None:
+    """Why nothing accepts a TCP connection at host:port within `timeout_s` (None: something does).
+    Checked before handing an address to a client that would retry for minutes."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as error:
+        return "timed out" if isinstance(error, TimeoutError) else (error.strerror or type(error).__name__)
+
+
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
 TRACKING_CONNECT_TIMEOUT_S = 10.0
 
@@ -37,7 +49,6 @@ def check_tracking_uri(uri: str) -> None:
     """ValueError unless `uri` is an MLflow store ftcl can use: `sqlite:///PATH`, a database URL, or
     `http(s)://HOST[:PORT]` of a tracking server that accepts connections (checked with a timeout, so a
     dead server is one clear error, not a hang)."""
-    import socket
     from urllib.parse import urlsplit
 
     scheme = urlsplit(uri).scheme if "://" in uri else ""
@@ -53,11 +64,8 @@ def check_tracking_uri(uri: str) -> None:
         if not parts.hostname:
             raise ValueError(f"tracking URI {uri!r}: no host")
         port = parts.port or (443 if scheme == "https" else 80)
-        try:
-            with socket.create_connection((parts.hostname, port), timeout=TRACKING_CONNECT_TIMEOUT_S):
-                pass
-        except OSError as error:
-            reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or type(error).__name__)
+        reason = connection_failure(parts.hostname, port, TRACKING_CONNECT_TIMEOUT_S)
+        if reason is not None:
             raise ValueError(f"tracking URI {uri!r}: no MLflow server reachable at {parts.hostname}:{port} "
                              f"({reason}); start one (`ftcl ui`) or fix the URI") from None
 
