@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
             """\
             examples:
               ftcl explore montezuma --frames 2000000 --out artifacts/montezuma
+              ftcl explore montezuma --demo artifacts/montezuma/demo/montezuma_demo.npz --frames 5000000 --out /tmp/states
               ftcl explore montezuma --frames 20000000 --seed 1 --out /tmp/states --resume
             """
         ),
@@ -105,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     explore.add_argument("--seed", type=int, default=0)
     explore.add_argument("--out", required=True, help="artifact folder for start_states.npz and provenance.json")
     explore.add_argument("--resume", action="store_true", help="continue the saved archive of this seed")
+    explore.add_argument("--demo", default=None, metavar="PATH",
+                         help="seed a new archive with a replayed human demonstration: an ftcl .npz "
+                         "(artifacts/montezuma/demo/montezuma_demo.npz) or an atari-reset .demo file")
 
     validate = sub.add_parser(
         "validate", help="check a spec without running it", formatter_class=formatter,
@@ -230,8 +234,13 @@ def cmd_explore(args) -> int:
         return _fail(f"{archive_path} holds an earlier exploration of seed {args.seed}: add --resume to continue it, "
                      "or delete it to start again")
     try:
+        demo = None
+        if args.demo is not None:
+            from ftcl.envs.montezuma_demo import load_demo
+
+            demo = load_demo(args.demo)
         archive = explore(args.frames, seed=args.seed, resume_from=archive_path if args.resume else None,
-                          checkpoint=archive_path)
+                          checkpoint=archive_path, demo=demo)
     except ValueError as error:
         return _fail(str(error))
     path = write_start_states(archive, out, command_line())

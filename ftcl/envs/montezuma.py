@@ -43,6 +43,14 @@ solution path may visit rooms in another order (then only this table changes). R
 RAM_ROOM_TO_PAPER_ROOM = {ram: paper for paper, ram in PAPER_ROOM_TO_RAM_ROOM.items()}
 
 
+def start_state_name(level: int, ram_room: int) -> str:
+    """The name of a room's start state: `room<N>` with the paper's number N for a room of level 1
+    (RAM level 0) on its path, else `level<game level, from 1>_ram<RAM room>` (`level2_ram5`)."""
+    if level == 0 and ram_room in RAM_ROOM_TO_PAPER_ROOM:
+        return f"room{RAM_ROOM_TO_PAPER_ROOM[ram_room]}"
+    return f"level{level + 1}_ram{ram_room}"
+
+
 class Options(BaseModel):
     """Validated options of a Montezuma's Revenge env."""
 

@@ -12,6 +12,10 @@ restore-and-explore (Ecoffet et al. 2021, phase 1, on RAM only):
   shorter trajectory.
 The emulator runs without sticky actions (p = 0), so a stored state is reached deterministically.
 
+A new archive may be seeded with the cells of a human demonstration replayed on the emulator
+(`seed_from_demo`, `ftcl.envs.montezuma_demo`): exploration then widens the demonstration's path
+instead of first having to find it.
+
 `explore` returns the archive; `start_states_from_archive` picks one state per (level, room): the
 cell first reached in that room (its entry), tie-broken by the shorter trajectory. The archive is
 saved every `checkpoint_every_s` seconds and `explore(..., resume_from=...)` continues it.
@@ -28,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ftcl.envs.montezuma import INVENTORY, LEVEL, LIVES, ROOM, X, Y
+from ftcl.envs.montezuma import INVENTORY, LEVEL, LIVES, ROOM, X, Y, start_state_name
 
 DYING = 55
 """RAM byte that is non-zero while Panama Joe dies."""
@@ -53,6 +57,8 @@ class Archive:
     frames: int = 0
     iterations: int = 0
     seed: int = 0
+    demo: dict[str, Any] | None = None
+    """What seeded the archive, when a demonstration did: its source, sha256 and replay statistics."""
 
     def rooms(self) -> list[tuple[int, int]]:
         return sorted({(key[0], key[1]) for key in self.cells})
@@ -74,9 +80,45 @@ def _emulator(seed: int):
     return ale
 
 
+def _offer(archive: Archive, ale, score: float, length: int, frame: int) -> bool:
+    """Keep the emulator's state for its cell when the cell is new or this visit is better (module
+    doc); True when the cell is new."""
+    key = cell_of(ale.getRAM())
+    cell = archive.cells.get(key)
+    if cell is None or score > cell.score or (score == cell.score and length < cell.trajectory_length):
+        state = bytes(ale.cloneState(include_rng=True).serialize())
+        if cell is None:
+            archive.cells[key] = Cell(state, score, length, frame)
+            return True
+        cell.state, cell.score, cell.trajectory_length = state, score, length
+    return False
+
+
+def seed_from_demo(archive: Archive, ale, demo) -> None:
+    """Add the cells a replay of `demo` passes through (`ftcl.envs.montezuma_demo.replay`), each with
+    the replay's state, score and length in agent steps of 4 frames; frames of a dying player are
+    skipped."""
+    from dataclasses import asdict
+
+    from ftcl.envs.montezuma_demo import demo_digest, replay
+
+    start = archive.frames
+
+    def visit(frames_played: int, score: float) -> None:
+        if ale.getRAM()[DYING] == 0:
+            _offer(archive, ale, score, frames_played // FRAMES_PER_ACTION, start + frames_played)
+
+    stats = replay(demo, ale, visit)
+    archive.frames += stats.frames_emulated
+    archive.demo = {"source": demo.source, "sha256_of_arrays": demo_digest(demo), "replay": asdict(stats)}
+
+
 def explore(frames: int, seed: int = 0, explore_steps: int = 100, resume_from: Path | None = None,
-            checkpoint: Path | None = None, checkpoint_every_s: float = 60.0, progress_every_s: float = 30.0) -> Archive:
-    """Grow an archive for `frames` emulator frames in all (resumed archives keep their count)."""
+            checkpoint: Path | None = None, checkpoint_every_s: float = 60.0, progress_every_s: float = 30.0,
+            demo=None) -> Archive:
+    """Grow an archive for `frames` emulator frames in all (resumed archives keep their count). A new
+    archive starts from the game's start state, and from the cells of `demo` (a
+    `ftcl.envs.montezuma_demo.Demo`) when one is given."""
     from ale_py import ALEState
 
     ale = _emulator(seed)
@@ -86,6 +128,10 @@ def explore(frames: int, seed: int = 0, explore_steps: int = 100, resume_from: P
         archive = Archive(seed=seed)
         ale.reset_game()
         archive.cells[cell_of(ale.getRAM())] = Cell(bytes(ale.cloneState(include_rng=True).serialize()), 0.0, 0, 0)
+        if demo is not None:
+            seed_from_demo(archive, ale, demo)
+            if checkpoint is not None:
+                save_archive(archive, checkpoint)
     rng = np.random.default_rng(seed + archive.iterations)
     last_checkpoint = last_progress = time.time()
     while archive.frames < frames:
@@ -109,16 +155,8 @@ def explore(frames: int, seed: int = 0, explore_steps: int = 100, resume_from: P
             ram = ale.getRAM()
             if ram[DYING] != 0 or int(ram[LIVES]) < lives or ale.game_over():
                 break
-            key = cell_of(ram)
-            cell = archive.cells.get(key)
-            if cell is None or score > cell.score or (score == cell.score and length < cell.trajectory_length):
-                state = bytes(ale.cloneState(include_rng=True).serialize())
-                if cell is None:
-                    archive.cells[key] = Cell(state, score, length, archive.frames)
-                    found_new = True
-                else:
-                    cell.state, cell.score, cell.trajectory_length = state, score, length
-            archive.cells[key].seen += 1
+            found_new |= _offer(archive, ale, score, length, archive.frames)
+            archive.cells[cell_of(ram)].seen += 1
         if found_new:
             start.chosen_since_new = 0
         archive.iterations += 1
@@ -146,13 +184,17 @@ def write_start_states(archive: Archive, out: Path, command: str) -> Path:
     from ftcl.envs.montezuma_states import save_start_states
 
     out = Path(out)
-    states = save_start_states(out / "start_states.npz", start_states_from_archive(archive))
+    chosen = start_states_from_archive(archive)
+    states = save_start_states(out / "start_states.npz", chosen)
     provenance = {
         "command": command, "method": "Go-Explore-style archive exploration (ftcl.envs.montezuma_explore)",
         "frames": archive.frames, "iterations": archive.iterations, "seed": archive.seed,
         "cells": len(archive.cells), "rooms": [list(room) for room in archive.rooms()],
         "best_score": max(cell.score for cell in archive.cells.values()),
         "sticky_action_probability_while_exploring": 0.0,
+        "seeded_from_demonstration": archive.demo,
+        "states": {name: {"level": int(ram[LEVEL]), "ram_room": int(ram[ROOM]), "x": int(ram[X]), "y": int(ram[Y]),
+                          "inventory": int(ram[INVENTORY])} for name, (_, ram) in chosen.items()},
         "created": datetime.now().isoformat(timespec="seconds"),
         "sha256": {states.name: sha256_of(states)},
     }
@@ -183,7 +225,7 @@ def load_archive(path: Path) -> Archive:
 
 def start_states_from_archive(archive: Archive) -> dict[str, Any]:
     """One state per (level, room): the cell reached first in it (ties: the shorter trajectory),
-    named `level<L>_room<R>`, as `name -> (ALEState, RAM)` for `save_start_states`."""
+    named by `start_state_name`, as `name -> (ALEState, RAM)` for `save_start_states`."""
     from ale_py import ALEState
 
     ale = _emulator(archive.seed)
@@ -197,5 +239,5 @@ def start_states_from_archive(archive: Archive) -> dict[str, Any]:
     for (level, room), cell in sorted(first.items()):
         state = ALEState(cell.state)
         ale.restoreState(state)
-        states[f"level{level}_room{room}"] = (state, ale.getRAM().copy())
+        states[start_state_name(level, room)] = (state, ale.getRAM().copy())
     return states

@@ -228,9 +228,20 @@ class ProgressPrinter(Callback):
     def _total(self) -> int:
         return sum(min(s, self.steps_per_trial) for s in self._steps.values())
 
+    def _count_earlier_work(self, trials) -> None:
+        """Trials that finished, or ran for a while, before a `--resume`: Tune reports no result for
+        a finished trial again, so without this a resumed grid would show them as not started."""
+        for other in trials:
+            if other.status == "TERMINATED":
+                self._done.add(other.trial_id)
+                self._steps[other.trial_id] = self.steps_per_trial
+            elif other.trial_id not in self._steps and any(key in (other.last_result or {}) for key in STEP_KEYS):
+                self._steps[other.trial_id] = step_of(other.last_result)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._steps[trial.trial_id] = step_of(result)
         if self._start is None:
+            self._count_earlier_work(trials)
             self._start, self._start_steps = time.time(), self._total()
         if time.time() - self._last_print >= self.every_s:
             self.print_line()

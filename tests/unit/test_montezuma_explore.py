@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ftcl.data.integrity import sha256_of
-from ftcl.envs.montezuma import MontezumaEnv
+from ftcl.envs.montezuma import MontezumaEnv, start_state_name
 from ftcl.envs.montezuma_explore import cell_of, explore, load_archive, start_states_from_archive, write_start_states
 from ftcl.envs.montezuma_states import load_start_states
 
@@ -33,7 +33,7 @@ def test_the_archive_grows_resumes_and_its_states_restore(tmp_path):
     provenance = json.loads((tmp_path / "artifact" / "provenance.json").read_text())
     assert provenance["sha256"]["start_states.npz"] == sha256_of(path)
     states = load_start_states(path)
-    assert states.names == [f"level{level}_room{room}" for level, room in resumed.rooms()]
+    assert states.names == [start_state_name(level, room) for level, room in resumed.rooms()]
     assert set(start_states_from_archive(resumed)) == set(states.names)
 
 

@@ -1,0 +1,207 @@
+"""A human demonstration of Montezuma's Revenge, replayed on today's emulator to seed the exploration.
+
+The demonstration is openai/atari-reset's `demos/MontezumaRevenge.demo` (MIT licence; recorded
+tool-assisted by a human, 53,061 frames, 71,500 points): one action per emulator frame (indices into
+the 18-action set) and, every 100 frames, an emulator state of the ALE of 2018. Those states do not
+restore in ale-py 0.11 (an older serialisation, no RNG), but their RAM does: it is the 128 bytes at
+offset 155 with stride 4 of each checkpoint (checked: its room and position agree with a replay of the
+actions). ftcl keeps the part it needs as a small `.npz` (`actions`, `checkpoint_frames`,
+`checkpoint_ram`, `checkpoint_score`), with the source and its licence in `provenance.json` beside it.
+
+Replaying the actions from today's reset drifts off the demonstration within 2,100 frames: the game's
+frame counters (RAM 0, 5, 6, ...) start at other values, so a laser or a skull is in another phase
+when the player passes it. `replay` therefore goes checkpoint to checkpoint (100 frames): from the
+state that matched the previous checkpoint it plays the segment's actions; if the player is not where
+the demonstration's RAM puts it (the same room, level, lives and inventory, and x, y), it retries with
+d = 1, 2, ..., `max_delay` NOOP frames first (waiting for the hazard's phase the human met; 259 covers
+every phase of a byte counter), and if no delay lands exactly, takes the closest landing within
+`tolerance` pixels (|dx| + |dy|). It stops at the first checkpoint no delay reaches. On the shipped
+demonstration this reaches level 2 (371 of 530 checkpoints, 11 delayed segments, about 20 s).
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ftcl.envs.montezuma import INVENTORY, LEVEL, LIVES, ROOM, X, Y
+
+NOOP = 0
+ACTIONS = 18
+SEGMENT_FRAMES = 100
+ATARI_RESET_RAM = slice(155, 155 + 512, 4)
+"""Where the RAM sits in an atari-reset checkpoint (ALE 0.6 serialisation)."""
+ATARI_RESET_SOURCE = {
+    "repository": "https://github.com/openai/atari-reset", "commit": "276ff5bcde9584edc76fab867cdfdc5628374a72",
+    "path": "demos/MontezumaRevenge.demo", "git_blob": "08232b2de132d7f29b5987dea41ab2df7dfb9cb0",
+    "licence": "MIT (Copyright (c) 2018 OpenAI); the licence text is LICENSE.atari-reset beside this file",
+}
+KEYS = ("actions", "checkpoint_frames", "checkpoint_ram", "checkpoint_score")
+
+
+@dataclass(frozen=True)
+class Demo:
+    actions: np.ndarray
+    """uint8, one per emulator frame: an index into the 18-action set."""
+    checkpoint_frames: np.ndarray
+    """int64: the frame index each checkpoint was taken before (100, 200, ...)."""
+    checkpoint_ram: np.ndarray
+    """(checkpoints, 128) uint8: the RAM at each checkpoint."""
+    checkpoint_score: np.ndarray
+    """float64: the demonstration's score at each checkpoint."""
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def position(ram: np.ndarray) -> tuple[int, ...]:
+    """(room, level, lives, inventory, x, y): what a replay must agree on at a checkpoint."""
+    return tuple(int(ram[k]) for k in (ROOM, LEVEL, LIVES, INVENTORY, X, Y))
+
+
+def _check(demo: Demo, path: Path) -> Demo:
+    actions, frames, ram, score = demo.actions, demo.checkpoint_frames, demo.checkpoint_ram, demo.checkpoint_score
+    problems = []
+    if actions.ndim != 1 or len(actions) < SEGMENT_FRAMES or actions.dtype != np.uint8 or actions.max() >= ACTIONS:
+        problems.append(f"actions must be ≥ {SEGMENT_FRAMES} uint8 indices below {ACTIONS}")
+    if ram.ndim != 2 or ram.shape[1:] != (128,) or len(frames) != len(ram) or len(score) != len(ram) or len(ram) == 0:
+        problems.append("checkpoint_ram must be (n, 128) with n checkpoint_frames and n checkpoint_score")
+    elif np.any(np.diff(frames) != SEGMENT_FRAMES) or frames[0] != SEGMENT_FRAMES or frames[-1] > len(actions):
+        problems.append(f"checkpoint_frames must be {SEGMENT_FRAMES}, {2 * SEGMENT_FRAMES}, ... within the actions")
+    if problems:
+        raise ValueError(f"demonstration {path}: {'; '.join(problems)} (truncated or not a demonstration)")
+    return demo
+
+
+def load_demo(path: str | Path) -> Demo:
+    """An ftcl demonstration (`.npz`, checked against the `provenance.json` beside it) or the original
+    atari-reset `.demo` pickle (read with `pickle`: open only files you trust)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"demonstration not found: {path}")
+    if path.suffix == ".demo":
+        try:
+            data = pickle.loads(path.read_bytes())
+            checkpoints = np.stack([np.asarray(c, np.uint8)[ATARI_RESET_RAM] for c in data["checkpoints"]])
+            frames = np.asarray(data["checkpoint_action_nr"], np.int64)
+            returns = np.concatenate([[0.0], np.cumsum(np.asarray(data["rewards"], np.float64))])
+            demo = Demo(np.asarray(data["actions"], np.uint8), frames, checkpoints, returns[frames], ATARI_RESET_SOURCE)
+        except Exception as error:  # a foreign pickle fails in many ways
+            raise ValueError(f"{path} is not an atari-reset demonstration ({type(error).__name__}: {error})") from None
+        return _check(demo, path)
+    if path.suffix != ".npz":
+        raise ValueError(f"demonstration {path}: expected an ftcl .npz or an atari-reset .demo file")
+    from ftcl.data.integrity import verify_artifact_files
+
+    verify_artifact_files(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in KEYS if key not in archive.files]
+            if missing:
+                raise ValueError(f"lacks {missing}")
+            arrays = {key: archive[key] for key in KEYS}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise ValueError(f"demonstration {path} is not readable ({error})") from None
+    import json
+
+    from ftcl.data.integrity import PROVENANCE_FILE
+
+    provenance = path.parent / PROVENANCE_FILE
+    source = json.loads(provenance.read_text()).get("source", {}) if provenance.is_file() else {}
+    return _check(Demo(**arrays, source=source), path)
+
+
+def save_demo(path: str | Path, demo: Demo, command: str = "") -> Path:
+    """The demonstration as `.npz`, with `provenance.json` (source, licence, the command that made it,
+    sha256) beside it."""
+    import json
+
+    from ftcl.data.integrity import PROVENANCE_FILE, sha256_of
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial.npz")
+    np.savez_compressed(partial, **{key: getattr(demo, key) for key in KEYS})
+    partial.replace(path)
+    provenance = {"source": demo.source, "command": command, "frames": int(len(demo.actions)), "checkpoints": int(len(demo.checkpoint_ram)),
+                  "score_at_last_checkpoint": float(demo.checkpoint_score[-1]), "sha256": {path.name: sha256_of(path)}}
+    provenance_partial = path.parent / (PROVENANCE_FILE + ".partial")
+    provenance_partial.write_text(json.dumps(provenance, indent=2))
+    provenance_partial.replace(path.parent / PROVENANCE_FILE)
+    return path
+
+
+@dataclass
+class ReplayStats:
+    checkpoints_reached: int = 0
+    delayed_segments: int = 0
+    approximate_segments: int = 0
+    frames_emulated: int = 0
+    """Every frame run, retries included."""
+    frames_played: int = 0
+    """Frames of the accepted replay (the demonstration's frames plus the NOOP delays)."""
+    score: float = 0.0
+    stopped_at_frame: int | None = None
+
+
+def replay(demo: Demo, ale, visit: Callable[[int, float], None], max_delay: int = 259, tolerance: int = 8,
+           checkpoints: int | None = None, every: int = 4) -> ReplayStats:
+    """Replay `demo` on `ale` (an emulator with sticky actions off; reset here) checkpoint by
+    checkpoint, as the module doc says. Every `every` frames of an accepted segment it calls
+    `visit(frames played, score so far)` with `ale` at that moment, so the caller can read the RAM and
+    clone the state."""
+    actions = ale.getLegalActionSet()
+    stats = ReplayStats()
+    ale.reset_game()
+    state, score = ale.cloneState(include_rng=True), 0.0
+    total = len(demo.checkpoint_ram) if checkpoints is None else min(checkpoints, len(demo.checkpoint_ram))
+    for index in range(total):
+        end = int(demo.checkpoint_frames[index])
+        segment = demo.actions[end - SEGMENT_FRAMES:end]
+        target = position(demo.checkpoint_ram[index])
+        chosen, closest = None, None
+        for delay in range(max_delay + 1):
+            ale.restoreState(state)
+            for _ in range(delay):
+                ale.act(actions[NOOP])
+            for action in segment:
+                ale.act(actions[action])
+            stats.frames_emulated += delay + len(segment)
+            landed = position(ale.getRAM())
+            if landed == target:
+                chosen = delay
+                break
+            if landed[:4] == target[:4]:
+                distance = abs(landed[4] - target[4]) + abs(landed[5] - target[5])
+                if distance <= tolerance and (closest is None or distance < closest[0]):
+                    closest = (distance, delay)
+        if chosen is None and closest is not None:
+            chosen = closest[1]
+            stats.approximate_segments += 1
+        if chosen is None:
+            stats.stopped_at_frame = end
+            break
+        stats.delayed_segments += chosen > 0
+        ale.restoreState(state)
+        played = [NOOP] * chosen + [int(a) for a in segment]
+        for step, action in enumerate(played, start=1):
+            score += ale.act(actions[action])
+            if step % every == 0 or step == len(played):
+                visit(stats.frames_played + step, score)
+        stats.frames_emulated += len(played)
+        stats.frames_played += len(played)
+        state = ale.cloneState(include_rng=True)
+        stats.checkpoints_reached = index + 1
+    stats.score = score
+    return stats
+
+
+def demo_digest(demo: Demo) -> str:
+    """sha256 over the demonstration's arrays (what a replay depends on)."""
+    digest = hashlib.sha256()
+    for key in KEYS:
+        digest.update(np.ascontiguousarray(getattr(demo, key)).tobytes())
+    return digest.hexdigest()

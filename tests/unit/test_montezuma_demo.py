@@ -1,0 +1,90 @@
+"""The shipped human demonstration: it is checked on load, and its segment-by-segment replay on
+today's emulator follows the demonstration's RAM (room, level, lives, inventory, position)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ftcl.envs.montezuma_demo import Demo, load_demo, position, replay, save_demo
+from ftcl.envs.montezuma_explore import Archive, _emulator, cell_of, seed_from_demo
+
+SHIPPED = Path(__file__).resolve().parents[2] / "artifacts" / "montezuma" / "demo" / "montezuma_demo.npz"
+
+
+@pytest.fixture(scope="module")
+def demo() -> Demo:
+    return load_demo(SHIPPED)
+
+
+def test_the_shipped_demo_has_its_source_and_licence(demo):
+    assert demo.source["repository"] == "https://github.com/openai/atari-reset" and "MIT" in demo.source["licence"]
+    assert (SHIPPED.parent / "LICENSE.atari-reset").read_text().startswith("The MIT License")
+    assert len(demo.actions) == 53_061 and demo.checkpoint_ram.shape == (530, 128)
+    assert demo.checkpoint_score[-1] == 71_500
+
+
+def test_the_replay_follows_the_demonstration_past_a_desynchronised_segment(demo):
+    """Plain replay of the actions loses a life at frame ~2,050 (the demonstration's frame counters
+    started elsewhere); segment replay with NOOP delays stays on the demonstration's path."""
+    ale = _emulator(0)
+    actions = ale.getLegalActionSet()
+    ale.reset_game()
+    for action in demo.actions[:2100]:
+        ale.act(actions[action])
+    assert position(ale.getRAM()) != position(demo.checkpoint_ram[20]), "plain replay desynchronises"
+
+    at_checkpoints = {}
+
+    def visit(frames_played, score):
+        at_checkpoints[frames_played] = position(ale.getRAM())
+
+    stats = replay(demo, ale, visit, checkpoints=25)
+    assert stats.checkpoints_reached == 25 and stats.delayed_segments >= 1 and stats.stopped_at_frame is None
+    assert position(ale.getRAM()) == position(demo.checkpoint_ram[24])
+    assert stats.score == demo.checkpoint_score[24]
+
+
+def test_seeding_an_archive_adds_cells_along_the_path(demo):
+    ale = _emulator(0)
+    archive = Archive(seed=0)
+    demo_head = Demo(demo.actions[:3000], demo.checkpoint_frames[:30], demo.checkpoint_ram[:30],
+                     demo.checkpoint_score[:30], demo.source)
+    seed_from_demo(archive, ale, demo_head)
+    rooms = {room for _, room in archive.rooms()}
+    assert {1, 2, 6, 7} <= rooms, f"the first 3,000 frames pass rooms 1, 2, 6, 7 (got {sorted(rooms)})"
+    assert archive.demo["replay"]["checkpoints_reached"] == 30 and archive.frames >= 3000
+    from ale_py import ALEState
+
+    for key, cell in list(archive.cells.items())[::25]:
+        ale.restoreState(ALEState(cell.state))
+        assert cell_of(ale.getRAM()) == key
+
+
+def test_an_altered_or_truncated_demo_is_refused(tmp_path, demo):
+    folder = tmp_path / "demo"
+    shutil.copytree(SHIPPED.parent, folder)
+    altered = folder / SHIPPED.name
+    data = bytearray(altered.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    altered.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256|differs|altered"):
+        load_demo(altered)
+
+    short = Demo(demo.actions[:150], demo.checkpoint_frames[:3], demo.checkpoint_ram[:3], demo.checkpoint_score[:3])
+    path = save_demo(tmp_path / "short" / "demo.npz", short)
+    with pytest.raises(ValueError, match="checkpoint_frames"):
+        load_demo(path)
+    assert json.loads((path.parent / "provenance.json").read_text())["frames"] == 150
+
+    (tmp_path / "x.demo").write_bytes(b"\x80\x04not a pickle")
+    with pytest.raises(ValueError, match="not an atari-reset demonstration"):
+        load_demo(tmp_path / "x.demo")
+    with pytest.raises(ValueError, match="not found"):
+        load_demo(tmp_path / "missing.npz")
+    bad = Demo(np.full(200, 40, np.uint8), demo.checkpoint_frames[:2], demo.checkpoint_ram[:2], demo.checkpoint_score[:2])
+    with pytest.raises(ValueError, match="indices below 18"):
+        load_demo(save_demo(tmp_path / "bad" / "demo.npz", bad))
