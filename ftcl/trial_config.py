@@ -60,6 +60,7 @@ def _algorithm_config(spec: ExperimentSpec, plan: TrialPlan) -> AlgorithmConfig:
 
     from ftcl.algorithms import algorithm_config_class
     from ftcl.models import model_class
+    from ftcl.tracking.episode_metrics import EpisodeMetrics
 
     algorithm = spec.algorithm
     config = algorithm_config_class(algorithm.name)()
@@ -71,6 +72,7 @@ def _algorithm_config(spec: ExperimentSpec, plan: TrialPlan) -> AlgorithmConfig:
             rollout_fragment_length=algorithm.rollout_fragment_length,
         )
         .debugging(seed=plan.seed, log_level="ERROR")
+        .callbacks(EpisodeMetrics)
         .resources(num_cpus_for_main_process=spec.resources.cpus_per_trial)
     )
     if algorithm.actor_optimizer is not None:

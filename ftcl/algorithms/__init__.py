@@ -21,6 +21,8 @@ class AlgorithmEntry(NamedTuple):
 
 ALGORITHMS: dict[str, AlgorithmEntry] = {
     "ppo": AlgorithmEntry("ftcl.algorithms.ppo", "RetentionPPOConfig", False, "RLlib PPO + retention terms"),
+    "ppo_rnd": AlgorithmEntry("ftcl.algorithms.ppo_rnd", "RetentionPPORNDConfig", False,
+                              "PPO + random network distillation (two value heads, two-stream GAE) + retention terms"),
     "appo": AlgorithmEntry("ftcl.algorithms.appo", "RetentionAPPOConfig", False, "RLlib APPO + retention terms"),
     "sac": AlgorithmEntry("ftcl.algorithms.sac", "RetentionSACConfig", True,
                           "RLlib SAC on uniform transition replay + retention terms / protected replay"),

@@ -13,6 +13,13 @@ RAM read-out (AtariARI annotations, Go-Explore's Montezuma env): room ram[3] (0â
 level ram[57] (0-based), x ram[42], y ram[43], inventory ram[65], lives ram[58]. `info` carries
 them, with `rooms_visited`: the (level, room) pairs the episode has been in, in order of first visit.
 
+Success in a room (paper B.2, for episodes from a start state): the agent collects a reward while
+in the start room (a jewel, or the key, the sword, the torch, a door it opens), picks up an item it
+did not hold (a new bit in ram[65]), or leaves the room into another room than the one the start
+state came from (its `entered_from`; each neighbour has one passage, so this is "a different
+passage than the entry one"; when the file does not know, any room counts). `info["success"]`
+stays true for the rest of the episode.
+
 Start states: an episode can start from a stored emulator state (`start_states` file, `start_state`
 name), see `ftcl.envs.montezuma_states`. A state restores the emulator with its RNG; the sticky-action
 memory (the previous action) is not part of it, so with p > 0 the first frames after a restore may
@@ -63,16 +70,25 @@ class Options(BaseModel):
     frame_stack: int = Field(4, ge=1)
     screen_size: int = Field(84, ge=8)
     start_states: str | None = None
-    """A start-state file (`ftcl.envs.montezuma_states`); None: every episode starts at the game's start."""
+    """A start-state file (`ftcl.envs.montezuma_states`): its states are evaluation suites
+    (`start_<name>`), and `start_state` may pick the one training episodes start from."""
     start_state: str | None = None
-    """The name of the state in `start_states` that episodes start from."""
+    """The name of the state in `start_states` that episodes start from (None: the game's start)."""
     seed: int | None = None
     """Seed of the first reset when `reset` is called without one (None: fresh entropy)."""
+    end_on_success: bool = False
+    """End an episode from a start state at its success (evaluation suites set it)."""
 
     @model_validator(mode="after")
     def _state_needs_file(self) -> "Options":
-        if (self.start_state is None) != (self.start_states is None):
-            raise ValueError("give `start_states` (a file) and `start_state` (a name in it) together, or neither")
+        if self.start_state is not None and self.start_states is None:
+            raise ValueError("`start_state` names a state of a `start_states` file; give the file too")
+        if self.start_states is not None:  # the file's content, before anything runs (read once per process)
+            from ftcl.envs.montezuma_states import load_start_states
+
+            states = load_start_states(self.start_states)
+            if self.start_state is not None:
+                states.state(self.start_state)
         return self
 
 
@@ -102,10 +118,16 @@ class MontezumaEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(len(self._actions))
         self.observation_space = gym.spaces.Box(0, 255, (o.screen_size, o.screen_size, o.frame_stack), np.uint8)
         self._start = None
-        if o.start_states is not None:
+        self._start_entered_from = -1
+        if o.start_state is not None:
             from ftcl.envs.montezuma_states import load_start_states
 
-            self._start = load_start_states(o.start_states).state(o.start_state)
+            states = load_start_states(o.start_states)
+            self._start = states.state(o.start_state)
+            self._start_entered_from = states.info_of(o.start_state)["entered_from"]
+        self._success = False
+        self._start_room: tuple[int, int] | None = None
+        self._start_inventory = 0
         self._stack: np.ndarray | None = None
         self._steps = 0
         self._rooms: list[tuple[int, int]] = []
@@ -126,7 +148,18 @@ class MontezumaEnv(gym.Env):
             self._rooms.append(here)
         info["rooms_visited"] = list(self._rooms)
         info["num_rooms_visited"] = len(self._rooms)
+        info["success"] = self._success
         return info
+
+    def _update_success(self, reward: float) -> None:
+        """The room-success rule of the module doc, for episodes from a start state."""
+        if self._start_room is None or self._success:
+            return
+        ram = self.ale.getRAM()
+        level, room, inventory = int(ram[LEVEL]), int(ram[ROOM]), int(ram[INVENTORY])
+        in_start_room = (level, room) == self._start_room
+        left_elsewhere = not in_start_room and (level != self._start_room[0] or room != self._start_entered_from)
+        self._success = (reward > 0 and in_start_room) or bool(inventory & ~self._start_inventory) or left_elsewhere
 
     # ---- gym API ----
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -135,8 +168,11 @@ class MontezumaEnv(gym.Env):
         self._first_reset = False
         super().reset(seed=seed)
         self._atari.reset(seed=seed)
+        self._success, self._start_room = False, None
         if self._start is not None:
             self.ale.restoreState(self._start)
+            ram = self.ale.getRAM()
+            self._start_room, self._start_inventory = (int(ram[LEVEL]), int(ram[ROOM])), int(ram[INVENTORY])
         frame = self._frame(self.ale.getScreenGrayscale())
         self._stack = np.repeat(frame[:, :, None], self.options.frame_stack, axis=2)
         self._steps = 0
@@ -156,7 +192,8 @@ class MontezumaEnv(gym.Env):
         frame = self._frame(np.maximum.reduce(last_two) if last_two else self.ale.getScreenGrayscale())
         self._stack = np.concatenate([self._stack[:, :, 1:], frame[:, :, None]], axis=2)
         self._steps += 1
-        terminated = bool(self.ale.game_over())
+        self._update_success(reward)
+        terminated = bool(self.ale.game_over()) or (self.options.end_on_success and self._success)
         truncated = not terminated and self._steps >= self.options.max_episode_steps
         return self._stack.copy(), float(reward), terminated, truncated, self._info()
 
@@ -172,12 +209,30 @@ def make_env(options: dict[str, Any]) -> gym.Env:
     return MontezumaEnv(options)
 
 
+def episode_metrics(last_info: dict[str, Any]) -> dict[str, float]:
+    """Per training episode (paper Fig. 18): how many rooms it visited, the furthest paper room of
+    level 1 it reached, and one 0/1 per paper room of level 1 (`room<N>_visited`)."""
+    visited = [tuple(room) for room in last_info.get("rooms_visited", [])]
+    paper_rooms = {RAM_ROOM_TO_PAPER_ROOM[room] for level, room in visited if level == 0 and room in RAM_ROOM_TO_PAPER_ROOM}
+    metrics = {"rooms_visited": float(len(visited)), "furthest_paper_room": float(max(paper_rooms, default=0))}
+    metrics.update({f"room{number}_visited": float(number in paper_rooms) for number in PAPER_ROOM_TO_RAM_ROOM})
+    return metrics
+
+
 def evaluation_suites(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """`full`: from the game's start. One `start_<name>` suite per state of the start-state file."""
-    suites: dict[str, dict[str, Any]] = {"full": {"start_states": None, "start_state": None}}
+    """`full`: from the game's start. One `start_<name>` suite per state of the start-state file
+    (`start_room7`: the paper's Room 7), ending at the room's success or after
+    `START_SUITE_MAX_STEPS` agent steps."""
+    suites: dict[str, dict[str, Any]] = {"full": {"start_state": None, "end_on_success": False}}
     if options.get("start_states"):
         from ftcl.envs.montezuma_states import load_start_states
 
         for name in load_start_states(options["start_states"]).names:
-            suites[f"start_{name}"] = {"start_state": name}
+            suites[f"start_{name}"] = {"start_state": name, "end_on_success": True,
+                                       "max_episode_steps": min(START_SUITE_MAX_STEPS, options.get("max_episode_steps", 4500))}
     return suites
+
+
+START_SUITE_MAX_STEPS = 1000
+"""Agent steps (â‰ˆ 67 s of game time) an evaluation episode from a start state has to succeed: the
+paper does not say; with 5 lives this is several tries at the room."""

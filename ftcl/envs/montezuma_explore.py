@@ -46,6 +46,8 @@ class Cell:
     score: float
     trajectory_length: int
     found_at_frame: int
+    entered_from: int = -1
+    """The RAM room the trajectory to this cell came from into the cell's room (−1: the game's start)."""
     chosen: int = 0
     seen: int = 0
     chosen_since_new: int = 0
@@ -80,7 +82,7 @@ def _emulator(seed: int):
     return ale
 
 
-def _offer(archive: Archive, ale, score: float, length: int, frame: int) -> bool:
+def _offer(archive: Archive, ale, score: float, length: int, frame: int, entered_from: int) -> bool:
     """Keep the emulator's state for its cell when the cell is new or this visit is better (module
     doc); True when the cell is new."""
     key = cell_of(ale.getRAM())
@@ -88,10 +90,22 @@ def _offer(archive: Archive, ale, score: float, length: int, frame: int) -> bool
     if cell is None or score > cell.score or (score == cell.score and length < cell.trajectory_length):
         state = bytes(ale.cloneState(include_rng=True).serialize())
         if cell is None:
-            archive.cells[key] = Cell(state, score, length, frame)
+            archive.cells[key] = Cell(state, score, length, frame, entered_from)
             return True
-        cell.state, cell.score, cell.trajectory_length = state, score, length
+        cell.state, cell.score, cell.trajectory_length, cell.entered_from = state, score, length, entered_from
     return False
+
+
+class _RoomTracker:
+    """The room a trajectory came from into its current room, updated step by step."""
+
+    def __init__(self, room: int, entered_from: int) -> None:
+        self.room, self.entered_from = room, entered_from
+
+    def step(self, room: int) -> int:
+        if room != self.room:
+            self.room, self.entered_from = room, self.room
+        return self.entered_from
 
 
 def seed_from_demo(archive: Archive, ale, demo) -> None:
@@ -103,10 +117,13 @@ def seed_from_demo(archive: Archive, ale, demo) -> None:
     from ftcl.envs.montezuma_demo import demo_digest, replay
 
     start = archive.frames
+    rooms = _RoomTracker(room=1, entered_from=-1)
 
     def visit(frames_played: int, score: float) -> None:
-        if ale.getRAM()[DYING] == 0:
-            _offer(archive, ale, score, frames_played // FRAMES_PER_ACTION, start + frames_played)
+        ram = ale.getRAM()
+        entered_from = rooms.step(int(ram[ROOM]))
+        if ram[DYING] == 0:
+            _offer(archive, ale, score, frames_played // FRAMES_PER_ACTION, start + frames_played, entered_from)
 
     stats = replay(demo, ale, visit)
     archive.frames += stats.frames_emulated
@@ -143,6 +160,7 @@ def explore(frames: int, seed: int = 0, explore_steps: int = 100, resume_from: P
         start.chosen_since_new += 1
         ale.restoreState(ALEState(start.state))
         score, length, lives = start.score, start.trajectory_length, int(ale.getRAM()[LIVES])
+        rooms = _RoomTracker(int(ale.getRAM()[ROOM]), start.entered_from)
         action = actions[rng.integers(len(actions))]
         found_new = False
         for _ in range(explore_steps):
@@ -155,7 +173,7 @@ def explore(frames: int, seed: int = 0, explore_steps: int = 100, resume_from: P
             ram = ale.getRAM()
             if ram[DYING] != 0 or int(ram[LIVES]) < lives or ale.game_over():
                 break
-            found_new |= _offer(archive, ale, score, length, archive.frames)
+            found_new |= _offer(archive, ale, score, length, archive.frames, rooms.step(int(ram[ROOM])))
             archive.cells[cell_of(ram)].seen += 1
         if found_new:
             start.chosen_since_new = 0
@@ -194,7 +212,8 @@ def write_start_states(archive: Archive, out: Path, command: str) -> Path:
         "sticky_action_probability_while_exploring": 0.0,
         "seeded_from_demonstration": archive.demo,
         "states": {name: {"level": int(ram[LEVEL]), "ram_room": int(ram[ROOM]), "x": int(ram[X]), "y": int(ram[Y]),
-                          "inventory": int(ram[INVENTORY])} for name, (_, ram) in chosen.items()},
+                          "inventory": int(ram[INVENTORY]), "entered_from": entered_from}
+               for name, (_, ram, entered_from) in chosen.items()},
         "created": datetime.now().isoformat(timespec="seconds"),
         "sha256": {states.name: sha256_of(states)},
     }
@@ -225,7 +244,7 @@ def load_archive(path: Path) -> Archive:
 
 def start_states_from_archive(archive: Archive) -> dict[str, Any]:
     """One state per (level, room): the cell reached first in it (ties: the shorter trajectory),
-    named by `start_state_name`, as `name -> (ALEState, RAM)` for `save_start_states`."""
+    named by `start_state_name`, as `name -> (ALEState, RAM, entered_from)` for `save_start_states`."""
     from ale_py import ALEState
 
     ale = _emulator(archive.seed)
@@ -239,5 +258,5 @@ def start_states_from_archive(archive: Archive) -> dict[str, Any]:
     for (level, room), cell in sorted(first.items()):
         state = ALEState(cell.state)
         ale.restoreState(state)
-        states[start_state_name(level, room)] = (state, ale.getRAM().copy())
+        states[start_state_name(level, room)] = (state, ale.getRAM().copy(), cell.entered_from)
     return states

@@ -3,7 +3,8 @@
 Keys: `names` (one per state), `data` (the states' `ALEState.serialize()` bytes, concatenated),
 `offsets` (n + 1 byte offsets into `data`), `sha256` (hex digest of each state's bytes) and the RAM
 read-out of each state (`room`, `level`, `x`, `y`, `inventory`, `lives`). No pickles: the file is
-read with `allow_pickle=False`. A missing, truncated or altered file, or one state whose bytes do
+read with `allow_pickle=False`. Optional key `entered_from`: per state, the RAM room the player came
+from into the state's room (−1: unknown or the game's start), which the Room-success rule needs. A missing, truncated or altered file, or one state whose bytes do
 not match their digest, is a ValueError naming the file (and the state); the file is also checked
 against the `provenance.json` beside it when there is one (`ftcl.data.integrity.verify_artifact_files`).
 """
@@ -22,6 +23,7 @@ from ftcl.envs.montezuma import ram_info
 
 INFO_KEYS = ("room", "paper_room", "level", "x", "y", "inventory", "lives")
 KEYS = ("names", "data", "offsets", "sha256") + INFO_KEYS
+OPTIONAL_KEYS = ("entered_from",)
 
 
 @dataclass(frozen=True)
@@ -43,25 +45,29 @@ class StartStates:
         return ALEState(self.blobs[self.names.index(name)])
 
     def info_of(self, name: str) -> dict[str, int]:
+        """The state's RAM read-out and `entered_from` (−1 when the file does not say)."""
         index = self.names.index(name)
-        return {key: int(values[index]) for key, values in self.info.items()}
+        return {"entered_from": -1, **{key: int(values[index]) for key, values in self.info.items()}}
 
 
 def save_start_states(path: str | Path, states: Mapping[str, Any]) -> Path:
-    """Write `name -> (ALEState, RAM)` pairs; temporary file, then rename (never half-written)."""
+    """Write `name -> (ALEState, RAM)` or `name -> (ALEState, RAM, entered_from)`; temporary file,
+    then rename (never half-written)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"start-state files end in .npz; got {path}")
-    names, blobs, infos = [], [], []
-    for name, (state, ram) in states.items():
+    names, blobs, infos, entered_from = [], [], [], []
+    for name, (state, ram, *came_from) in states.items():
         names.append(str(name))
         blobs.append(bytes(state.serialize()))
         infos.append(ram_info(np.asarray(ram)))
+        entered_from.append(int(came_from[0]) if came_from else -1)
     offsets = np.cumsum([0] + [len(blob) for blob in blobs]).astype(np.int64)
     arrays = {
         "names": np.array(names, dtype=str), "data": np.frombuffer(b"".join(blobs), dtype=np.uint8),
         "offsets": offsets, "sha256": np.array([hashlib.sha256(blob).hexdigest() for blob in blobs], dtype=str),
         **{key: np.array([info[key] for info in infos], dtype=np.int64) for key in INFO_KEYS},
+        "entered_from": np.array(entered_from, dtype=np.int64),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial.npz")
@@ -94,7 +100,7 @@ def _read_start_states(path: Path, size: int, modified_ns: int, provenance_ns: i
             missing = [key for key in KEYS if key not in archive.files]
             if missing:
                 raise ValueError(f"lacks {missing}")
-            arrays = {key: archive[key] for key in KEYS}
+            arrays = {key: archive[key] for key in KEYS + tuple(OPTIONAL_KEYS) if key in archive.files}
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
         raise ValueError(f"start-state file {path} is not readable ({error}); re-create it") from None
     names = [str(name) for name in arrays["names"]]
@@ -108,4 +114,7 @@ def _read_start_states(path: Path, size: int, modified_ns: int, provenance_ns: i
             raise ValueError(f"start-state file {path}: state {name!r} does not match its sha256 (altered)")
     if len(set(names)) != len(names):
         raise ValueError(f"start-state file {path}: duplicate state names")
-    return StartStates(path, names, blobs, {key: arrays[key] for key in INFO_KEYS})
+    info = {key: arrays[key] for key in INFO_KEYS + OPTIONAL_KEYS if key in arrays}
+    if any(len(values) != len(names) for values in info.values()):
+        raise ValueError(f"start-state file {path}: the read-out arrays do not have one entry per state (altered)")
+    return StartStates(path, names, blobs, info)

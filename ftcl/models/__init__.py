@@ -23,6 +23,8 @@ MODELS: dict[str, ModelEntry | None] = {
                                 "σ(w·o+b) actor and a separate MLP critic (the paper's toys, PPO)"),
     "multihead_sac": ModelEntry("ftcl.models.multihead_sac", "MultiHeadSACModule",
                                 "the paper's RoboticSequence SAC MLPs with one output head per stage"),
+    "rnd_cnn": ModelEntry("ftcl.models.rnd_cnn", "RNDPolicyModule",
+                          "the paper's Montezuma PPO + RND CNNs: policy, two value heads, RND target and predictor"),
     "mlp_sac": ModelEntry("ftcl.models.mlp_sac", "MLPSACTorchRLModule",
                           "the paper's SAC MLPs (LayerNorm + tanh first layer), one head"),
 }

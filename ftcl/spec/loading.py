@@ -72,6 +72,10 @@ def _resolve_method_preset(entry: Any, index: int) -> Any:
     return _deep_merge(_read_yaml(path, "method preset"), entry)
 
 
+PATH_ENV_OPTIONS = ("start_states",)
+"""Env options that name files: relative to the spec's folder (else to the repository), as `pretrained`."""
+
+
 def _resolve_presets(raw: dict, spec_path: Path) -> dict:
     presets = raw.pop("presets", []) or []
     if isinstance(presets, str):
@@ -92,6 +96,12 @@ def _resolve_presets(raw: dict, spec_path: Path) -> dict:
             candidate = (spec_path.parent / pretrained[key]).resolve()
             repo_candidate = (REPO_ROOT / pretrained[key]).resolve()
             pretrained[key] = str(candidate if candidate.exists() or not repo_candidate.exists() else repo_candidate)
+    env_options = (merged.get("env") or {}).get("options") or {}
+    for key in PATH_ENV_OPTIONS:
+        if isinstance(env_options.get(key), str) and not Path(env_options[key]).is_absolute():
+            candidate = (spec_path.parent / env_options[key]).resolve()
+            repo_candidate = (REPO_ROOT / env_options[key]).resolve()
+            env_options[key] = str(candidate if candidate.exists() or not repo_candidate.exists() else repo_candidate)
     tracking = merged.get("tracking") or {}
     dashboard = tracking.get("dashboard")
     if isinstance(dashboard, str) and dashboard.endswith((".yaml", ".yml")) and not Path(dashboard).is_absolute():

@@ -111,3 +111,37 @@ def test_each_method_logs_its_term_against_env_steps(tmp_path, case):
         coeff = sorted(client.get_metric_history(runs["ks"].info.run_id, "learners/default_policy/retention_ks_coeff"),
                        key=lambda p: p.step)
         assert coeff[-1].value < ks["coeff"] and coeff[-1].value >= ks.get("floor", 0.0) - 1e-9
+
+
+MONTEZUMA_RND = {
+    "name": "montezuma_rnd_tiny",
+    "presets": ["ppo_rnd_montezuma"],
+    "env": {"options": {"max_episode_steps": 150}},
+    "algorithm": {"num_envs_per_env_runner": 2, "rollout_fragment_length": 64,
+                  "model_options": {"trunk_width": 64, "head_width": 64, "rnd_width": 64},
+                  "options": {"train_batch_size_per_learner": 128, "minibatch_size": 64, "num_epochs": 1,
+                              "rnd_obs_norm_steps": 128}},
+    "methods": [{"name": "scratch"}],
+    "seeds": [0],
+    "budget": {"env_steps": 256},
+    "evaluation": {"suites": ["start_room7"], "every_env_steps": 256, "episodes": 1},
+    "resources": {"checkpoint_every_iterations": 1},
+}
+
+
+def test_ppo_rnd_on_montezuma_logs_rnd_and_room_metrics_against_env_steps(tmp_path):
+    """A tiny `ftcl run` of PPO + RND on the real ALE env: the RND losses and the Room-7 suite reach
+    MLflow on the env-step axis."""
+    spec_path = tmp_path / "montezuma_rnd_tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(MONTEZUMA_RND))
+    result = run_ftcl(tmp_path, "run", str(spec_path))
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = mlflow_client(tmp_path)
+    experiment = client.get_experiment_by_name("montezuma_rnd_tiny")
+    (run,) = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("ftcl.stage") == "finetune"]
+    keys = set(run.data.metrics)
+    for key in ("learners/default_policy/rnd_loss", "learners/default_policy/vf_loss_intrinsic",
+                "evaluation/start_room7/success"):
+        assert key in keys, sorted(keys)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "learners/default_policy/rnd_loss")]
+    assert steps and max(steps) >= 256 and all(step > 0 for step in steps), steps

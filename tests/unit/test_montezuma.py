@@ -118,3 +118,29 @@ def test_the_paper_room_table_covers_level_one_once():
     assert sorted(PAPER_ROOM_TO_RAM_ROOM) == list(range(1, 24))
     assert sorted(PAPER_ROOM_TO_RAM_ROOM.values()) == list(range(23))  # RAM 0–22, each once
     assert PAPER_ROOM_TO_RAM_ROOM[1] == 1  # Room 1 is the start room
+
+
+def test_room_success_is_a_reward_a_new_item_or_another_exit(tmp_path):
+    """The paper's room success (B.2) on a real state: entered room 2 from room 1; going back to
+    room 1 is no success, a new item or a third room is."""
+    env = MontezumaEnv(DETERMINISTIC)
+    env.reset()
+    env.ale.setRAM(ROOM, 2)
+    state, ram = env.clone_state(), env.ale.getRAM().copy()
+    env.close()
+    path = save_start_states(tmp_path / "states.npz", {"entry": (state, ram, 1)})
+    assert load_start_states(path).info_of("entry")["entered_from"] == 1
+
+    def first_step_after(edit):
+        env = MontezumaEnv({**DETERMINISTIC, "start_states": str(path), "start_state": "entry", "end_on_success": True})
+        _, info = env.reset()
+        assert info["success"] is False
+        edit(env.ale)
+        _, _, terminated, _, info = env.step(0)
+        env.close()
+        return info["success"], terminated
+
+    assert first_step_after(lambda ale: ale.setRAM(ROOM, 1)) == (False, False)  # back where it came from
+    assert first_step_after(lambda ale: ale.setRAM(ROOM, 6)) == (True, True)    # another passage
+    assert first_step_after(lambda ale: ale.setRAM(65, int(ram[65]) | 0x02)) == (True, True)  # a new item
+    assert first_step_after(lambda ale: None) == (False, False)
