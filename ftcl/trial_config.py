@@ -38,7 +38,13 @@ def build_algorithm_config(
     from ftcl.pretrain.demonstrations import pretraining_method
 
     config = _algorithm_config(spec, plan)
-    method = spec.method(plan.method) if plan.stage == "finetune" else pretraining_method(spec)
+    if plan.stage == "finetune":
+        method = spec.method(plan.method)
+    else:
+        from ftcl.data.retention_data import retention_data_shapes
+
+        rows = retention_data_shapes(data_path)["obs"][0] if data_path is not None and Path(data_path).is_file() else None
+        method = pretraining_method(spec, rows)
     return config.retention(
         method=method,
         pretrained_module_path=str(module_path) if module_path else None,

@@ -28,6 +28,7 @@ dynamics the agent is trained and deployed with; with p = 0 a restored state rep
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -92,6 +93,13 @@ class Options(BaseModel):
         return self
 
 
+def resize_frame(screen: np.ndarray, size: int) -> np.ndarray:
+    """A grey screen resized to size × size (area interpolation), uint8."""
+    import cv2
+
+    return cv2.resize(screen, (size, size), interpolation=cv2.INTER_AREA)
+
+
 def ram_info(ram: np.ndarray) -> dict[str, int]:
     """Room (RAM id, and the paper's number; 0 = not on its path), level, position, inventory and
     lives from the 128-byte RAM."""
@@ -135,11 +143,7 @@ class MontezumaEnv(gym.Env):
 
     # ---- frames ----
     def _frame(self, screen: np.ndarray) -> np.ndarray:
-        """A grey screen resized to the observation's size."""
-        import cv2
-
-        size = self.options.screen_size
-        return cv2.resize(screen, (size, size), interpolation=cv2.INTER_AREA)
+        return resize_frame(screen, self.options.screen_size)
 
     def _info(self) -> dict[str, Any]:
         info = ram_info(self.ale.getRAM())
@@ -207,6 +211,30 @@ class MontezumaEnv(gym.Env):
 
 def make_env(options: dict[str, Any]) -> gym.Env:
     return MontezumaEnv(options)
+
+
+DEFAULT_DEMONSTRATION = Path(__file__).resolve().parents[2] / "artifacts" / "montezuma" / "demo" / "montezuma_demo.npz"
+
+
+def recorded_demonstrations(options: dict[str, Any], settings: Any, seed: int) -> dict[str, np.ndarray]:
+    """Pre-training demonstrations: the human demonstration (`settings.source`, default the shipped
+    one) replayed from its first frame in the room of `start_state` (the room pre-training episodes
+    start in; Room 1 without one) to the end of that level, as agent steps with this env's
+    observations (`ftcl.envs.montezuma_demo.demonstration_transitions`), at most
+    `settings.transitions` of them."""
+    from ftcl.envs.montezuma_demo import demonstration_transitions, load_demo
+
+    level, room = 0, PAPER_ROOM_TO_RAM_ROOM[1]
+    if options.get("start_state"):
+        from ftcl.envs.montezuma_states import load_start_states
+
+        info = load_start_states(options["start_states"]).info_of(options["start_state"])
+        level, room = info["level"], info["room"]
+    demo = load_demo(settings.source or DEFAULT_DEMONSTRATION)
+    return demonstration_transitions(demo, (level, room), frame_skip=options["frame_skip"],
+                                     frame_stack=options["frame_stack"], screen_size=options["screen_size"],
+                                     label_smoothing=settings.label_smoothing, max_transitions=settings.transitions,
+                                     seed=seed)
 
 
 def episode_metrics(last_info: dict[str, Any]) -> dict[str, float]:

@@ -147,12 +147,12 @@ class ReplayStats:
     stopped_at_frame: int | None = None
 
 
-def replay(demo: Demo, ale, visit: Callable[[int, float], None], max_delay: int = 259, tolerance: int = 8,
+def replay(demo: Demo, ale, visit: Callable[[int, float, int], None], max_delay: int = 259, tolerance: int = 8,
            checkpoints: int | None = None, every: int = 4) -> ReplayStats:
     """Replay `demo` on `ale` (an emulator with sticky actions off; reset here) checkpoint by
     checkpoint, as the module doc says. Every `every` frames of an accepted segment it calls
-    `visit(frames played, score so far)` with `ale` at that moment, so the caller can read the RAM and
-    clone the state."""
+    `visit(frames played, score so far, action of that frame)` with `ale` at that moment, so the
+    caller can read the RAM and the screen and clone the state."""
     actions = ale.getLegalActionSet()
     stats = ReplayStats()
     ale.reset_game()
@@ -190,7 +190,7 @@ def replay(demo: Demo, ale, visit: Callable[[int, float], None], max_delay: int 
         for step, action in enumerate(played, start=1):
             score += ale.act(actions[action])
             if step % every == 0 or step == len(played):
-                visit(stats.frames_played + step, score)
+                visit(stats.frames_played + step, score, action)
         stats.frames_emulated += len(played)
         stats.frames_played += len(played)
         state = ale.cloneState(include_rng=True)
@@ -205,3 +205,65 @@ def demo_digest(demo: Demo) -> str:
     for key in KEYS:
         digest.update(np.ascontiguousarray(getattr(demo, key)).tobytes())
     return digest.hexdigest()
+
+
+def demonstration_transitions(demo: Demo, start_room: tuple[int, int], *, frame_skip: int = 4, frame_stack: int = 4,
+                              screen_size: int = 84, label_smoothing: float = 0.01, max_transitions: int | None = None,
+                              seed: int = 0) -> dict[str, np.ndarray]:
+    """The demonstration as agent steps from its first frame in `start_room` (level, RAM room) to
+    the end of that level, in the env's observations (`MontezumaEnv`: `frame_skip` frames per step,
+    max over the last two, resized, `frame_stack` stacked; the first step's stack repeats its frame,
+    as a reset into a start state does).
+
+    Each step's label is the action the demonstration played most in its `frame_skip` frames
+    (NOOP delays of the replay included), as logits of a distribution that puts 1 − ε on it and
+    shares ε = `label_smoothing` among the other actions (BC with `teacher_labels: dataset`).
+    Rows follow `ftcl.data.retention_data` (obs and next_obs uint8); one episode, truncated at its
+    end. ValueError when the demonstration never reaches `start_room`."""
+    from ftcl.envs.montezuma import resize_frame
+    from ftcl.envs.montezuma_explore import _emulator
+
+    ale = _emulator(seed)
+    level, room = start_room
+    frames: list[np.ndarray] = []  # agent observations (one per step)
+    labels: list[int] = []
+    rewards: list[float] = []
+    group: dict[str, Any] = {"actions": [], "screens": [], "score_before": None, "recording": False, "done": False}
+
+    def visit(frames_played: int, score: float, action: int) -> None:
+        ram = ale.getRAM()
+        if group["done"]:
+            return
+        if not group["recording"]:
+            if (int(ram[LEVEL]), int(ram[ROOM])) != (level, room):
+                return
+            group["recording"], group["score_before"] = True, score
+            frames.append(resize_frame(ale.getScreenGrayscale(), screen_size))
+            return
+        if int(ram[LEVEL]) != level or (max_transitions is not None and len(labels) >= max_transitions):
+            group["done"] = True
+            return
+        group["actions"].append(action)
+        group["screens"].append(ale.getScreenGrayscale())
+        if len(group["actions"]) == frame_skip:
+            counts = np.bincount(group["actions"], minlength=ACTIONS)
+            labels.append(int(np.argmax(counts)))  # ties: the lowest index, which is NOOP first
+            frames.append(resize_frame(np.maximum.reduce(group["screens"][-2:]), screen_size))
+            rewards.append(score - group["score_before"])
+            group.update(actions=[], screens=[], score_before=score)
+
+    replay(demo, ale, visit, every=1)
+    if not labels:
+        raise ValueError(f"the demonstration never reaches level {level + 1}, RAM room {room}")
+    stacks = [np.repeat(frames[0][:, :, None], frame_stack, axis=2)]
+    for frame in frames[1:]:
+        stacks.append(np.concatenate([stacks[-1][:, :, 1:], frame[:, :, None]], axis=2))
+    stacks = np.stack(stacks)
+    steps = len(labels)
+    probabilities = np.full((steps, ACTIONS), label_smoothing / (ACTIONS - 1))
+    probabilities[np.arange(steps), labels] = 1.0 - label_smoothing
+    truncateds = np.zeros(steps, bool)
+    truncateds[-1] = True
+    return {"obs": stacks[:-1], "actions": np.asarray(labels, np.int64), "rewards": np.asarray(rewards, np.float32),
+            "next_obs": stacks[1:], "terminateds": np.zeros(steps, bool), "truncateds": truncateds,
+            "action_dist_inputs": np.log(probabilities).astype(np.float32)}

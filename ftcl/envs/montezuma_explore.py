@@ -119,7 +119,7 @@ def seed_from_demo(archive: Archive, ale, demo) -> None:
     start = archive.frames
     rooms = _RoomTracker(room=1, entered_from=-1)
 
-    def visit(frames_played: int, score: float) -> None:
+    def visit(frames_played: int, score: float, action: int) -> None:
         ram = ale.getRAM()
         entered_from = rooms.step(int(ram[ROOM]))
         if ram[DYING] == 0:

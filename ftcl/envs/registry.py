@@ -59,6 +59,15 @@ class EnvEntry:
         """Whether the env module offers `scripted_expert(options)` (demonstrations for pre-training)."""
         return hasattr(self._module(), "scripted_expert")
 
+    @property
+    def has_recorded_demonstrations(self) -> bool:
+        """Whether the env module offers `recorded_demonstrations(options, settings, seed)`: demonstration
+        transitions replayed from a recording (Montezuma: a human demonstration) instead of an expert policy."""
+        return hasattr(self._module(), "recorded_demonstrations")
+
+    def recorded_demonstrations(self, options: dict[str, Any], settings: Any, seed: int) -> dict[str, np.ndarray]:
+        return self._module().recorded_demonstrations(self.validate_options(options), settings, seed)
+
     def scripted_expert(self, options: dict[str, Any]) -> Any:
         """The env's scripted expert (an object with `action(obs)`) for these options."""
         return self._module().scripted_expert(self.validate_options(options))

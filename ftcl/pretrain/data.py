@@ -68,6 +68,12 @@ def collect_policy_data(
         return collect_transitions(act, env, num_transitions, seed, normalize_actions)
 
 
+def _stored(observation: Any) -> np.ndarray:
+    """Observations as stored: integer images (Atari frames) keep their dtype, the rest float32."""
+    array = np.asarray(observation)
+    return array if np.issubdtype(array.dtype, np.integer) else array.astype(np.float32)
+
+
 def collect_transitions(
     act: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     env: gym.Env,
@@ -92,10 +98,10 @@ def collect_transitions(
         # RoboticSequence: a solved intermediate stage is terminal for the critic (no bootstrap,
         # paper §2.3) although the episode goes on; store it as such for episodic memory.
         stage_done = bool(info.get("stage_done", False)) and not truncated
-        rows["obs"].append(np.asarray(observation, dtype=np.float32))
+        rows["obs"].append(_stored(observation))
         rows["actions"].append(np.asarray(action))
         rows["rewards"].append(np.float32(reward))
-        rows["next_obs"].append(np.asarray(next_observation, dtype=np.float32))
+        rows["next_obs"].append(_stored(next_observation))
         rows["terminateds"].append(np.bool_(terminated or stage_done))
         rows["truncateds"].append(np.bool_(truncated))
         rows["action_dist_inputs"].append(np.asarray(inputs, dtype=np.float32))

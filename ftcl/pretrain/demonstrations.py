@@ -1,4 +1,5 @@
-"""Scripted-expert demonstrations for pre-training π* (an ftcl addition; the paper trains π* by SAC alone).
+"""Demonstrations for pre-training π*: a scripted expert's rollouts (an ftcl addition; the paper
+trains π* by SAC alone), or a recording the env replays (Montezuma, see its `recorded_demonstrations`).
 
 SAC from scratch needs hours on a few CPU cores to solve RoboticSequence's FAR stages
 (results/robotic_sequence_pretrain.md). With `pretrained.train.demonstrations`, the pre-training
@@ -59,16 +60,19 @@ def collect_demonstrations(
     return collect_transitions(act, env, num_transitions, seed)
 
 
-def pretraining_method(spec: ExperimentSpec) -> dict[str, Any]:
-    """The retention method of the pre-training stage: none (`scratch`), or BC toward demonstrations."""
+def pretraining_method(spec: ExperimentSpec, demonstration_rows: int | None = None) -> dict[str, Any]:
+    """The retention method of the pre-training stage: none (`scratch`), or BC toward demonstrations
+    (all of them: a recording may hold fewer than `transitions`, `demonstration_rows` says how many)."""
     demonstrations = spec.pretrained.train.demonstrations
     if demonstrations is None:
         return {"name": "scratch"}
+    buffer_size = demonstrations.transitions if demonstration_rows is None else min(demonstrations.transitions,
+                                                                                      demonstration_rows)
     return {
         "name": "bc",
-        "label": "sac_with_demonstrations",
+        "label": f"{spec.algorithm.name}_with_demonstrations",
         "coeff": demonstrations.bc_coeff,
-        "buffer_size": demonstrations.transitions,
+        "buffer_size": buffer_size,
         "batch_size": demonstrations.batch_size,
         "teacher_labels": "dataset",
     }
@@ -83,6 +87,8 @@ def ensure_demonstrations(trial: ExperimentSpec, experiment_dir: Path, plan: Tri
         return path
     settings = trial.pretrained.train.demonstrations
     entry = ENVS[trial.env.name]
+    if entry.has_recorded_demonstrations:
+        return save_retention_data(path, entry.recorded_demonstrations(trial.env.options, settings, plan.seed))
     env = entry.make(trial.env.options)
     try:
         data = collect_demonstrations(

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm import Algorithm
 
 EVALUATION_EPISODES = 20
-"""Episodes per success estimate in provenance.json."""
+"""Episodes per success estimate in provenance.json (at most; fewer when the spec's evaluation runs fewer)."""
 
 
 def export_pretrained(algo: Algorithm, spec: ExperimentSpec, trial: ExperimentSpec, plan: TrialPlan,
@@ -50,18 +50,21 @@ def export_pretrained(algo: Algorithm, spec: ExperimentSpec, trial: ExperimentSp
     finally:
         env.close()
     save_retention_data(out / "data.npz", data)
-    success = evaluate_policy(module, lambda: entry.make(options), episodes=EVALUATION_EPISODES,
-                              seed=20_000 + plan.seed)
+    episodes = min(EVALUATION_EPISODES, max(trial.evaluation.episodes, 1))
+    success = evaluate_policy(module, lambda: entry.make(options), episodes=episodes, seed=20_000 + plan.seed)
     suites = entry.suites_for(options)
     success_per_suite = {
         suite: evaluate_policy(module, lambda: entry.make({**options, **suites[suite]}),
-                               episodes=EVALUATION_EPISODES, seed=20_000 + plan.seed)
+                               episodes=episodes, seed=20_000 + plan.seed)
         for suite in trial.evaluation.suites
     }
     demonstrations = trial.pretrained.train.demonstrations
     if demonstrations is not None:
         demonstrations_file = demonstrations_path(experiment_dir, plan.variant_index)
-        guidance = {**demonstrations.model_dump(), "method": pretraining_method(trial),
+        from ftcl.data.retention_data import retention_data_shapes
+
+        rows = retention_data_shapes(demonstrations_file)["obs"][0]
+        guidance = {**demonstrations.model_dump(), "rows": rows, "method": pretraining_method(trial, rows),
                     "sha256": store.sha256_of(demonstrations_file)}
     else:
         guidance = None
@@ -77,7 +80,7 @@ def export_pretrained(algo: Algorithm, spec: ExperimentSpec, trial: ExperimentSp
         "contents": contents,
         "success_on_pretraining_task": success,
         "success_per_evaluation_suite": success_per_suite,
-        "evaluation_episodes": EVALUATION_EPISODES,
+        "evaluation_episodes": episodes,
         "demonstrations": guidance,
         "git_sha": store.git_sha(),
         "versions": store.package_versions(),

@@ -17,7 +17,8 @@ from pydantic import NonNegativeFloat, PositiveInt
 from ftcl.retention.distributions import KLDirection, retention_kl
 from ftcl.retention.method import DataNeeds, RetentionMethod, ZeroCriticCoeff
 from ftcl.retention.policy_api import RetentionPolicyAPI, module_device
-from ftcl.retention.term import RetentionData, RetentionTerm, TermInputs, as_float_tensor, require_data
+from ftcl.retention.term import (RetentionData, RetentionTerm, TermInputs, as_float_tensor, as_observation_tensor,
+                                 float_observations, require_data)
 
 TeacherLabels = Literal["pretrained", "dataset"]
 
@@ -58,13 +59,13 @@ class BCTerm(RetentionTerm):
         rng = np.random.default_rng(self._seed)
         indices = np.sort(rng.choice(num_states, size=min(self.buffer_size, num_states), replace=False))
         device = module_device(policy)  # type: ignore[arg-type]
-        observations = as_float_tensor(np.asarray(data["obs"])[indices], device)
+        observations = as_observation_tensor(np.asarray(data["obs"])[indices], device)
         if self.teacher_labels == "dataset":
             teacher_inputs = as_float_tensor(np.asarray(data["action_dist_inputs"])[indices], device)
         else:
             with torch.no_grad():  # π*(s): the policy still holds θ* here
                 teacher_inputs = torch.cat([
-                    policy.policy_distribution_inputs(observations[i : i + self.labelling_chunk_size]).detach()
+                    policy.policy_distribution_inputs(float_observations(observations[i : i + self.labelling_chunk_size])).detach()
                     for i in range(0, len(observations), self.labelling_chunk_size)
                 ])
         self.buffer_observations = observations
@@ -83,7 +84,7 @@ class BCTerm(RetentionTerm):
         assert self.buffer_teacher_inputs is not None
         indices = self.sample_indices()
         # KL(π*(·|s) ‖ π_θ(·|s)), s ∼ B; π_θ through the policy API (what the policy samples from)
-        student_inputs = self._policy.policy_distribution_inputs(self.buffer_observations[indices])
+        student_inputs = self._policy.policy_distribution_inputs(float_observations(self.buffer_observations[indices]))
         kl = retention_kl(
             self.buffer_teacher_inputs[indices], student_inputs, self._policy.policy_distribution_kind,
             self.kl_direction,

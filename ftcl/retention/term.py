@@ -127,6 +127,19 @@ class RetentionTerm(abc.ABC):
         }
 
 
+def as_observation_tensor(array: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Stored observations as a tensor: integer images (Atari frames, uint8) keep their dtype, 4× smaller
+    than float32 — `float_observations` converts a minibatch at use — and everything else is float32."""
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.integer):
+        return torch.as_tensor(array, device=device)
+    return as_float_tensor(array, device)
+
+
+def float_observations(observations: torch.Tensor) -> torch.Tensor:
+    return observations if observations.is_floating_point() else observations.float()
+
+
 def as_float_tensor(array: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """A float32 tensor on `device` from a numpy array."""
     return torch.as_tensor(np.asarray(array), dtype=torch.float32, device=device)

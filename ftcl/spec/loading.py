@@ -96,6 +96,11 @@ def _resolve_presets(raw: dict, spec_path: Path) -> dict:
             candidate = (spec_path.parent / pretrained[key]).resolve()
             repo_candidate = (REPO_ROOT / pretrained[key]).resolve()
             pretrained[key] = str(candidate if candidate.exists() or not repo_candidate.exists() else repo_candidate)
+    demonstrations = (pretrained.get("train") or {}).get("demonstrations") or {}
+    if isinstance(demonstrations.get("source"), str) and not Path(demonstrations["source"]).is_absolute():
+        candidate = (spec_path.parent / demonstrations["source"]).resolve()
+        repo_candidate = (REPO_ROOT / demonstrations["source"]).resolve()
+        demonstrations["source"] = str(candidate if candidate.exists() or not repo_candidate.exists() else repo_candidate)
     env_options = (merged.get("env") or {}).get("options") or {}
     for key in PATH_ENV_OPTIONS:
         if isinstance(env_options.get(key), str) and not Path(env_options[key]).is_absolute():

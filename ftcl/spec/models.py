@@ -115,7 +115,8 @@ class AlgorithmSpec(_Strict):
 
 
 class DemonstrationsSpec(_Strict):
-    """Scripted-expert demonstrations that guide SAC pre-training (`ftcl.pretrain.demonstrations`)."""
+    """Demonstrations that guide pre-training by a BC term (`ftcl.pretrain.demonstrations`): rollouts of
+    the env's scripted expert (robotic_sequence), or a recording replayed in the env (montezuma)."""
 
     transitions: PositiveInt = 20_000
     """Demonstration steps collected before SAC starts (the BC buffer D)."""
@@ -124,8 +125,13 @@ class DemonstrationsSpec(_Strict):
     label_log_std: float = -2.0
     """log σ_E of the Gaussian that stands for the expert's action in the KL."""
     bc_coeff: float = Field(default=1.0, ge=0.0)
-    """λ_demo of the BC term toward the demonstrations during SAC pre-training."""
+    """λ_demo of the BC term toward the demonstrations during pre-training."""
     batch_size: PositiveInt = 128
+    source: LaxPath | None = None
+    """A recorded demonstration, for envs that replay one (montezuma: default the shipped
+    artifacts/montezuma/demo/montezuma_demo.npz)."""
+    label_smoothing: float = Field(default=0.01, gt=0.0, lt=1.0)
+    """Discrete actions: the demonstrated action's label probability is 1 − ε, the others share ε."""
 
 
 class PretrainTrainSpec(_Strict):
@@ -283,10 +289,12 @@ class ExperimentSpec(_Strict):
                     "pretrained.train.env_options",
                 )
                 if self.pretrained.train.demonstrations is not None:
-                    if self.algorithm.name not in OFF_POLICY or not ENVS[self.env.name].has_scripted_expert:
+                    entry = ENVS[self.env.name]
+                    if not (entry.has_recorded_demonstrations or
+                            (entry.has_scripted_expert and self.algorithm.name in OFF_POLICY)):
                         raise ValueError(
-                            "pretrained.train.demonstrations: needs an off-policy algorithm "
-                            f"({', '.join(OFF_POLICY)}) and an env with a scripted expert (robotic_sequence); "
+                            "pretrained.train.demonstrations: needs an env with recorded demonstrations (montezuma), "
+                            f"or a scripted expert (robotic_sequence) and an off-policy algorithm ({', '.join(OFF_POLICY)}); "
                             f"got algorithm {self.algorithm.name!r}, env {self.env.name!r}"
                         )
         return self

@@ -39,7 +39,7 @@ def test_the_replay_follows_the_demonstration_past_a_desynchronised_segment(demo
 
     at_checkpoints = {}
 
-    def visit(frames_played, score):
+    def visit(frames_played, score, action):
         at_checkpoints[frames_played] = position(ale.getRAM())
 
     stats = replay(demo, ale, visit, checkpoints=25)
