@@ -11,7 +11,9 @@ Parts (each prints one table; `--only` runs one):
   ppo     PPO on CartPole (2×64 tanh actor and critic, 4000 steps per iteration, minibatch
           128, 10 epochs): plain-PyTorch minibatch update, SB3 PPO, ftcl RetentionPPO with
           0 and 2 env runners, for finetune, l2, ewc, bc, ks, and each method's learner cost;
-  memory  peak RSS of the process tree while Ray Tune runs a 2-trial RetentionSAC grid.
+  memory  peak RSS of the process tree while Ray Tune runs a 2-trial RetentionSAC grid;
+  rnd     PPO + RND on Montezuma's Revenge (jcwleo's CNNs, N envs × 128 steps, 4 epochs × 4
+          minibatches): ftcl RetentionPPORND and the plain-PyTorch loop, interleaved (`--num-envs`).
 Follow-ups (only with `--only`):
   sac-learner, ppo-learner  learner ms/update per method on a fixed batch, interleaved; method
           suffixes `_sep` (PPO BC in its own actor forward) and `_loop` (L2/EWC penalty as a
@@ -38,7 +40,7 @@ from benchmarks.common import (
     median_pair, median_rate, print_table, ray_session, robotic_sequence_env, write_csv,
 )
 
-PARTS = ("env", "sac", "ppo", "memory")
+PARTS = ("env", "sac", "ppo", "memory", "rnd")
 FOLLOW_UPS = ("sac-learner", "ppo-learner", "plain-sac-bc", "ppo-vs-sb3", "ppo-profile")
 FOLLOW_UP_REPEATS = {"sac-learner": 7, "ppo-learner": 7, "plain-sac-bc": 11, "ppo-vs-sb3": 5, "ppo-profile": 2}
 NEEDS = {"sac": "stable_baselines3", "ppo": "stable_baselines3", "ppo-vs-sb3": "stable_baselines3", "ppo-profile": "pyinstrument"}
@@ -102,6 +104,12 @@ def run_part(part: str, args: argparse.Namespace, repeats: int, methods: list[st
 
         rows, extra = memory_rows(args.steps or 500, args.data)
         return "Peak memory of a 2-trial grid", rows, extra
+    if part == "rnd":
+        from benchmarks.rnd_rates import ENV_NAME, rnd_rows
+
+        num_envs = args.num_envs if args.num_envs > 1 else 8
+        return (f"PPO + RND, {ENV_NAME}, {num_envs} envs × 128 steps, interleaved",
+                rnd_rows(num_envs, repeats), {})
     if part in ("sac-learner", "ppo-learner"):
         from benchmarks.ftcl_rllib import data_note, learner_part
 
@@ -166,7 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps-per-learner-call", type=int, default=50,
                         help="SAC rollout_fragment_length K: K env steps, then K gradient steps (UTD 1)")
     parser.add_argument("--methods", default=None, help="comma-separated subset of retention methods")
-    parser.add_argument("--num-envs", type=int, default=1, help="envs per env runner (ppo-vs-sb3, ppo-profile)")
+    parser.add_argument("--num-envs", type=int, default=1,
+                        help="envs per env runner (ppo-vs-sb3, ppo-profile; rnd: default 8)")
     parser.add_argument("--profile", action="store_true", help="sac-learner/ppo-learner: print cProfile per method")
     parser.add_argument("--out", type=Path, default=None, help="CSV file for all rows")
     return parser

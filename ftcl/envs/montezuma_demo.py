@@ -150,12 +150,13 @@ class ReplayStats:
 def replay(demo: Demo, ale, visit: Callable[[int, float, int], None], max_delay: int = 259, tolerance: int = 8,
            checkpoints: int | None = None, every: int = 4) -> ReplayStats:
     """Replay `demo` on `ale` (an emulator with sticky actions off; reset here) checkpoint by
-    checkpoint, as the module doc says. Every `every` frames of an accepted segment it calls
-    `visit(frames played, score so far, action of that frame)` with `ale` at that moment, so the
-    caller can read the RAM and the screen and clone the state."""
+    checkpoint, as the module doc says. It calls `visit(frames played, score so far, action of that
+    frame)` with `ale` at that moment — once at the reset (0 frames, NOOP), then every `every` frames
+    of an accepted segment — so the caller can read the RAM and the screen and clone the state."""
     actions = ale.getLegalActionSet()
     stats = ReplayStats()
     ale.reset_game()
+    visit(0, 0.0, NOOP)  # the reset state, before any frame
     state, score = ale.cloneState(include_rng=True), 0.0
     total = len(demo.checkpoint_ram) if checkpoints is None else min(checkpoints, len(demo.checkpoint_ram))
     for index in range(total):

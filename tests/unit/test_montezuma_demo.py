@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ftcl.envs.montezuma_demo import Demo, load_demo, position, replay, save_demo
+from ftcl.envs.montezuma_demo import Demo, demonstration_transitions, load_demo, position, replay, save_demo
 from ftcl.envs.montezuma_explore import Archive, _emulator, cell_of, seed_from_demo
 
 SHIPPED = Path(__file__).resolve().parents[2] / "artifacts" / "montezuma" / "demo" / "montezuma_demo.npz"
@@ -88,3 +88,34 @@ def test_an_altered_or_truncated_demo_is_refused(tmp_path, demo):
     bad = Demo(np.full(200, 40, np.uint8), demo.checkpoint_frames[:2], demo.checkpoint_ram[:2], demo.checkpoint_score[:2])
     with pytest.raises(ValueError, match="indices below 18"):
         load_demo(save_demo(tmp_path / "bad" / "demo.npz", bad))
+
+
+def test_demonstration_transitions_are_the_envs_observations_with_the_demonstrated_actions(demo):
+    """From the game's start (Room 1): while the demonstration holds one action for a whole agent
+    step, the env stepped with that action shows exactly the recorded observation."""
+    from ftcl.envs.montezuma import MontezumaEnv
+
+    data = demonstration_transitions(demo, (0, 1), max_transitions=40, label_smoothing=0.02)
+    steps = len(data["actions"])
+    assert steps == 40 and data["obs"].dtype == np.uint8 and data["obs"].shape == (40, 84, 84, 4)
+    np.testing.assert_array_equal(data["next_obs"][:-1], data["obs"][1:])
+    np.testing.assert_array_equal(data["obs"][1:, ..., :3], data["obs"][:-1, ..., 1:])  # the stack shifts
+    probabilities = np.exp(data["action_dist_inputs"])
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(probabilities[np.arange(steps), data["actions"]], 0.98, rtol=1e-5)
+    assert data["truncateds"][-1] and not data["truncateds"][:-1].any() and not data["terminateds"].any()
+
+    env = MontezumaEnv({"sticky_action_probability": 0.0})
+    observation, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(observation, data["obs"][0])
+    compared = 0
+    for t in range(steps):
+        group = demo.actions[4 * t:4 * t + 4]
+        if len(set(group.tolist())) != 1:
+            break
+        observation, *_ = env.step(int(group[0]))
+        np.testing.assert_array_equal(observation, data["next_obs"][t])
+        assert data["actions"][t] == group[0]
+        compared += 1
+    env.close()
+    assert compared >= 3, f"only {compared} agent steps with one held action at the start"
