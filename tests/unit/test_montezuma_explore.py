@@ -42,3 +42,21 @@ def test_a_broken_archive_is_refused(tmp_path):
     path.write_bytes(b"\x80\x04not a pickle")
     with pytest.raises(ValueError, match="is unreadable"):
         load_archive(path)
+
+
+def test_the_shipped_start_states_cover_level_one_and_restore_into_their_rooms():
+    from ftcl.envs.montezuma import PAPER_ROOM_TO_RAM_ROOM
+    from ftcl.spec import REPO_ROOT
+
+    path = REPO_ROOT / "artifacts" / "montezuma" / "start_states" / "start_states.npz"
+    states = load_start_states(path)
+    assert {f"room{n}" for n in PAPER_ROOM_TO_RAM_ROOM} <= set(states.names), "every room of the level-1 path"
+    provenance = json.loads((path.parent / "provenance.json").read_text())
+    assert provenance["seeded_from_demonstration"]["source"]["licence"].startswith("MIT")
+    for name in ("room1", "room7", "room14", "room23"):
+        env = MontezumaEnv({"sticky_action_probability": 0.0, "start_states": str(path), "start_state": name})
+        _, info = env.reset(seed=0)
+        env.close()
+        assert info["level"] == 0 and info["paper_room"] == int(name[4:]), (name, info)
+        assert states.info_of(name)["room"] == PAPER_ROOM_TO_RAM_ROOM[int(name[4:])]
+    assert states.info_of("room7")["entered_from"] >= 0, "Room 7's entry passage is known"
