@@ -38,16 +38,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 ROOM, X, Y, LIVES, LEVEL, INVENTORY = 3, 42, 43, 58, 57, 65
 """RAM addresses (bytes of the 128-byte RAM)."""
 
-PAPER_ROOM_TO_RAM_ROOM = {1: 1, 2: 2, 3: 6, 4: 7, 5: 13, 6: 21, 7: 5, 8: 0, 9: 4, 10: 10, 11: 3, 12: 9, 13: 8,
+PAPER_ROOM_TO_RAM_ROOM = {1: 1, 2: 2, 3: 6, 4: 7, 5: 13, 6: 21, 7: 0, 8: 4, 9: 10, 10: 5, 11: 3, 12: 9, 13: 8,
                           14: 14, 15: 12, 16: 11, 17: 19, 18: 20, 19: 22, 20: 18, 21: 17, 22: 16, 23: 15}
 """The paper's room numbers (its Fig. 12: rooms numbered along the level-1 solution path, Room 1 =
 the start room) -> RAM room ids (ram[3]) of level 1. The paper gives no RAM ids. Derived as the order
-of first visits along a human solution of level 1: the RAM of the 530 checkpoints (one per 100
-frames) of openai/atari-reset's `demos/MontezumaRevenge.demo` (MIT licence), ram[3] read at byte
-offset 155 + 4·3 of each. Its path: 1 → 2 → 6 → 7 → 13 → 21 → 13 → 7 → 6 → 5 → 6 → 2 → 1 → 0 → 4 → 10
-→ 4 → 3 → 9 → 8 → … → 19 → 18 → 17 → 16 → 15 → level 2. An assumption, not a fact: the paper's
-solution path may visit rooms in another order (then only this table changes). Room 24 of a level
-(RAM 23) is not on the path."""
+in which a human solution of level 1 first stays in each room: openai/atari-reset's
+`demos/MontezumaRevenge.demo` (MIT licence), replayed frame by frame
+(`ftcl.envs.montezuma_demo.first_visit_order(room_visits(demo), min_frames=50)`, checked by a test),
+a stay counting when the player is in the room for ≥ 50 frames (12 agent steps): the tool-assisted run
+crosses room edges for 2 frames and turns back after 32, which are not visits of a solution path.
+Its path: 1 → 2 → 6 → 7 → 13 → 21 → (back) → 0 → 4 → 10 → 5 → 3 → 9 → 8 → 14 → 12 → 11 → 19 → 20 → 22
+→ 18 → 17 → 16 → 15 → level 2; Room 7 is RAM room 0, behind the start room's left door. An
+assumption, not a fact: with a 25-frame threshold Room 7 would be RAM 5, and the paper's solution
+path may visit rooms in another order (then only this table changes). RAM room 23 is not on the path."""
 RAM_ROOM_TO_PAPER_ROOM = {ram: paper for paper, ram in PAPER_ROOM_TO_RAM_ROOM.items()}
 
 
@@ -221,7 +224,8 @@ def recorded_demonstrations(options: dict[str, Any], settings: Any, seed: int) -
     one) replayed from its first frame in the room of `start_state` (the room pre-training episodes
     start in; Room 1 without one) to the end of that level, as agent steps with this env's
     observations (`ftcl.envs.montezuma_demo.demonstration_transitions`), at most
-    `settings.transitions` of them."""
+    `settings.transitions` of them, without the steps in level-1 rooms that come before the start
+    room on the paper's path (the CLOSE rooms, which the demonstration walks back through)."""
     from ftcl.envs.montezuma_demo import demonstration_transitions, load_demo
 
     level, room = 0, PAPER_ROOM_TO_RAM_ROOM[1]
@@ -230,8 +234,10 @@ def recorded_demonstrations(options: dict[str, Any], settings: Any, seed: int) -
 
         info = load_start_states(options["start_states"]).info_of(options["start_state"])
         level, room = info["level"], info["room"]
+    before = RAM_ROOM_TO_PAPER_ROOM.get(room, 0) if level == 0 else 0
+    close = frozenset((0, PAPER_ROOM_TO_RAM_ROOM[n]) for n in range(1, before))
     demo = load_demo(settings.source or DEFAULT_DEMONSTRATION)
-    return demonstration_transitions(demo, (level, room), frame_skip=options["frame_skip"],
+    return demonstration_transitions(demo, (level, room), exclude_rooms=close, frame_skip=options["frame_skip"],
                                      frame_stack=options["frame_stack"], screen_size=options["screen_size"],
                                      label_smoothing=settings.label_smoothing, max_transitions=settings.transitions,
                                      seed=seed)

@@ -147,12 +147,13 @@ class ReplayStats:
     stopped_at_frame: int | None = None
 
 
-def replay(demo: Demo, ale, visit: Callable[[int, float, int], None], max_delay: int = 259, tolerance: int = 8,
+def replay(demo: Demo, ale, visit: Callable[[int, float, int], bool | None], max_delay: int = 259, tolerance: int = 8,
            checkpoints: int | None = None, every: int = 4) -> ReplayStats:
     """Replay `demo` on `ale` (an emulator with sticky actions off; reset here) checkpoint by
     checkpoint, as the module doc says. It calls `visit(frames played, score so far, action of that
     frame)` with `ale` at that moment — once at the reset (0 frames, NOOP), then every `every` frames
-    of an accepted segment — so the caller can read the RAM and the screen and clone the state."""
+    of an accepted segment — so the caller can read the RAM and the screen and clone the state. A
+    `visit` that returns True ends the replay there."""
     actions = ale.getLegalActionSet()
     stats = ReplayStats()
     ale.reset_game()
@@ -190,8 +191,11 @@ def replay(demo: Demo, ale, visit: Callable[[int, float, int], None], max_delay:
         played = [NOOP] * chosen + [int(a) for a in segment]
         for step, action in enumerate(played, start=1):
             score += ale.act(actions[action])
-            if step % every == 0 or step == len(played):
-                visit(stats.frames_played + step, score, action)
+            if (step % every == 0 or step == len(played)) and visit(stats.frames_played + step, score, action):
+                stats.frames_played += step
+                stats.checkpoints_reached = index
+                stats.score = score
+                return stats
         stats.frames_emulated += len(played)
         stats.frames_played += len(played)
         state = ale.cloneState(include_rng=True)
@@ -210,61 +214,116 @@ def demo_digest(demo: Demo) -> str:
 
 def demonstration_transitions(demo: Demo, start_room: tuple[int, int], *, frame_skip: int = 4, frame_stack: int = 4,
                               screen_size: int = 84, label_smoothing: float = 0.01, max_transitions: int | None = None,
-                              seed: int = 0) -> dict[str, np.ndarray]:
+                              exclude_rooms: frozenset[tuple[int, int]] = frozenset(), seed: int = 0) -> dict[str, np.ndarray]:
     """The demonstration as agent steps from its first frame in `start_room` (level, RAM room) to
     the end of that level, in the env's observations (`MontezumaEnv`: `frame_skip` frames per step,
-    max over the last two, resized, `frame_stack` stacked; the first step's stack repeats its frame,
-    as a reset into a start state does).
+    max over the last two, resized, `frame_stack` stacked; a segment's first stack repeats its
+    frame, as a reset into a start state does).
 
-    Each step's label is the action the demonstration played most in its `frame_skip` frames
-    (NOOP delays of the replay included), as logits of a distribution that puts 1 − ε on it and
-    shares ε = `label_smoothing` among the other actions (BC with `teacher_labels: dataset`).
-    Rows follow `ftcl.data.retention_data` (obs and next_obs uint8); one episode, truncated at its
-    end. ValueError when the demonstration never reaches `start_room`."""
+    Steps that end in one of `exclude_rooms` (level, RAM room) are left out — π* is to know only the
+    FAR rooms, and the demonstration walks back through earlier ones — and each stretch between them
+    is its own episode (truncated at its end). Each step's label is the action the demonstration
+    played most in its `frame_skip` frames (NOOP delays of the replay included), as logits of a
+    distribution that puts 1 − ε on it and shares ε = `label_smoothing` among the others (BC with
+    `teacher_labels: dataset`). Rows follow `ftcl.data.retention_data` (obs and next_obs uint8), at
+    most `max_transitions`. ValueError when the demonstration never reaches `start_room`."""
     from ftcl.envs.montezuma import resize_frame
     from ftcl.envs.montezuma_explore import _emulator
 
     ale = _emulator(seed)
-    level, room = start_room
-    frames: list[np.ndarray] = []  # agent observations (one per step)
-    labels: list[int] = []
-    rewards: list[float] = []
-    group: dict[str, Any] = {"actions": [], "screens": [], "score_before": None, "recording": False, "done": False}
+    level = start_room[0]
+    segments: list[dict[str, list]] = []  # each: frames (steps + 1 observations), labels, rewards
+    state: dict[str, Any] = {"started": False, "open": False, "done": False, "actions": [], "screens": [], "score": 0.0}
 
-    def visit(frames_played: int, score: float, action: int) -> None:
+    def steps_so_far() -> int:
+        return sum(len(segment["labels"]) for segment in segments)
+
+    def visit(frames_played: int, score: float, action: int) -> bool:
         ram = ale.getRAM()
-        if group["done"]:
-            return
-        if not group["recording"]:
-            if (int(ram[LEVEL]), int(ram[ROOM])) != (level, room):
-                return
-            group["recording"], group["score_before"] = True, score
-            frames.append(resize_frame(ale.getScreenGrayscale(), screen_size))
-            return
-        if int(ram[LEVEL]) != level or (max_transitions is not None and len(labels) >= max_transitions):
-            group["done"] = True
-            return
-        group["actions"].append(action)
-        group["screens"].append(ale.getScreenGrayscale())
-        if len(group["actions"]) == frame_skip:
-            counts = np.bincount(group["actions"], minlength=ACTIONS)
-            labels.append(int(np.argmax(counts)))  # ties: the lowest index, which is NOOP first
-            frames.append(resize_frame(np.maximum.reduce(group["screens"][-2:]), screen_size))
-            rewards.append(score - group["score_before"])
-            group.update(actions=[], screens=[], score_before=score)
+        here = (int(ram[LEVEL]), int(ram[ROOM]))
+        if state["done"]:
+            return True
+        if not state["started"] and here != start_room:
+            return False
+        if not state["started"] or not state["open"]:  # a segment starts at this frame
+            if here in exclude_rooms:
+                return False
+            state.update(started=True, open=True, actions=[], screens=[], score=score)
+            segments.append({"frames": [resize_frame(ale.getScreenGrayscale(), screen_size)], "labels": [], "rewards": []})
+            return False
+        if here[0] != level or (max_transitions is not None and steps_so_far() >= max_transitions):
+            state["done"] = True
+            return True
+        state["actions"].append(action)
+        state["screens"].append(ale.getScreenGrayscale())
+        if len(state["actions"]) < frame_skip:
+            return False
+        if here in exclude_rooms:  # this step ends in an excluded room: the segment ends before it
+            state["open"] = False
+            return False
+        segment = segments[-1]
+        counts = np.bincount(state["actions"], minlength=ACTIONS)
+        segment["labels"].append(int(np.argmax(counts)))  # ties: the lowest index, NOOP first
+        segment["frames"].append(resize_frame(np.maximum.reduce(state["screens"][-2:]), screen_size))
+        segment["rewards"].append(score - state["score"])
+        state.update(actions=[], screens=[], score=score)
+        return False
 
     replay(demo, ale, visit, every=1)
-    if not labels:
-        raise ValueError(f"the demonstration never reaches level {level + 1}, RAM room {room}")
-    stacks = [np.repeat(frames[0][:, :, None], frame_stack, axis=2)]
-    for frame in frames[1:]:
-        stacks.append(np.concatenate([stacks[-1][:, :, 1:], frame[:, :, None]], axis=2))
-    stacks = np.stack(stacks)
+    segments = [segment for segment in segments if segment["labels"]]
+    if not segments:
+        raise ValueError(f"the demonstration never reaches level {level + 1}, RAM room {start_room[1]}")
+    observations, labels, rewards, truncateds = [], [], [], []
+    for segment in segments:
+        stack = np.repeat(segment["frames"][0][:, :, None], frame_stack, axis=2)
+        stacks = [stack]
+        for frame in segment["frames"][1:]:
+            stack = np.concatenate([stack[:, :, 1:], frame[:, :, None]], axis=2)
+            stacks.append(stack)
+        observations.append(np.stack(stacks))
+        labels += segment["labels"]
+        rewards += segment["rewards"]
+        truncateds += [False] * (len(segment["labels"]) - 1) + [True]
     steps = len(labels)
     probabilities = np.full((steps, ACTIONS), label_smoothing / (ACTIONS - 1))
     probabilities[np.arange(steps), labels] = 1.0 - label_smoothing
-    truncateds = np.zeros(steps, bool)
-    truncateds[-1] = True
-    return {"obs": stacks[:-1], "actions": np.asarray(labels, np.int64), "rewards": np.asarray(rewards, np.float32),
-            "next_obs": stacks[1:], "terminateds": np.zeros(steps, bool), "truncateds": truncateds,
+    return {"obs": np.concatenate([o[:-1] for o in observations]), "actions": np.asarray(labels, np.int64),
+            "rewards": np.asarray(rewards, np.float32), "next_obs": np.concatenate([o[1:] for o in observations]),
+            "terminateds": np.zeros(steps, bool), "truncateds": np.asarray(truncateds, bool),
             "action_dist_inputs": np.log(probabilities).astype(np.float32)}
+
+
+def room_visits(demo: Demo, seed: int = 0) -> list[tuple[int, int, int]]:
+    """The replayed demonstration's stays in rooms: (level, RAM room, frames stayed), in order."""
+    from ftcl.envs.montezuma_explore import _emulator
+
+    ale = _emulator(seed)
+    visits: list[tuple[int, int, int]] = []
+    current: dict[str, Any] = {"room": None, "since": 0}
+
+    def visit(frames_played: int, score: float, action: int) -> None:
+        ram = ale.getRAM()
+        here = (int(ram[LEVEL]), int(ram[ROOM]))
+        if here != current["room"]:
+            if current["room"] is not None:
+                visits.append((*current["room"], frames_played - current["since"]))
+            current.update(room=here, since=frames_played)
+
+    stats = replay(demo, ale, visit, every=1)
+    if current["room"] is not None:
+        visits.append((*current["room"], stats.frames_played - current["since"]))
+    return visits
+
+
+def first_visit_order(visits: list[tuple[int, int, int]], level: int = 0, min_frames: int = 50) -> list[int]:
+    """RAM rooms of `level` in the order the demonstration first stays in them for ≥ `min_frames`
+    frames (a tool-assisted run crosses room edges for a frame or two; those are not visits), with the
+    room it leaves the level from last."""
+    order: list[int] = []
+    for visit_level, room, frames in visits:
+        if visit_level == level and frames >= min_frames and room not in order:
+            order.append(room)
+    exits = [room for visit_level, room, _ in visits if visit_level == level]
+    if exits and exits[-1] not in order:
+        order.append(exits[-1])
+    return order

@@ -119,3 +119,25 @@ def test_demonstration_transitions_are_the_envs_observations_with_the_demonstrat
         compared += 1
     env.close()
     assert compared >= 3, f"only {compared} agent steps with one held action at the start"
+
+
+def test_the_paper_room_table_is_the_demonstrations_first_visit_order(demo):
+    from ftcl.envs.montezuma import PAPER_ROOM_TO_RAM_ROOM
+    from ftcl.envs.montezuma_demo import first_visit_order, room_visits
+
+    order = first_visit_order(room_visits(demo), min_frames=50)
+    assert {number: room for number, room in enumerate(order, start=1)} == PAPER_ROOM_TO_RAM_ROOM
+
+
+def test_demonstrations_from_room_7_leave_out_the_close_rooms(demo):
+    from ftcl.envs.montezuma import PAPER_ROOM_TO_RAM_ROOM
+
+    close = frozenset((0, PAPER_ROOM_TO_RAM_ROOM[n]) for n in range(1, 7))
+    room7 = (0, PAPER_ROOM_TO_RAM_ROOM[7])
+    whole = demonstration_transitions(demo, room7, max_transitions=2500)
+    far = demonstration_transitions(demo, room7, exclude_rooms=close, max_transitions=2500)
+    assert whole["truncateds"].sum() == 1, "without exclusions: one episode"
+    assert far["truncateds"].sum() >= 2, "the path walks back through CLOSE rooms: each stretch is its own episode"
+    ends = np.flatnonzero(far["truncateds"])[:-1]
+    starts = ends + 1  # a new stretch starts from a repeated frame, as a reset does
+    assert all((far["obs"][i][..., 0] == far["obs"][i][..., -1]).all() for i in starts)
