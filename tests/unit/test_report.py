@@ -297,7 +297,7 @@ def test_clear_errors_name_the_allowed_values(store: Store, tmp_path: Path) -> N
     out = tmp_path / "never"
     with pytest.raises(ReportError, match=r"'no_such_experiment' does not exist; experiments: .*apple_retrieval"):
         build_report("no_such_experiment", tracking_uri=store.uri, out_dir=out)
-    with pytest.raises(ReportError, match="available: apple_retrieval, default, retention, robotic_sequence, two_state_mdp"):
+    with pytest.raises(ReportError, match="available: apple_retrieval, default, montezuma, retention, robotic_sequence, two_state_mdp"):
         build_report(EXPERIMENT, tracking_uri=store.uri, out_dir=out, layout="nope")
     with pytest.raises(ReportError, match="'empty_experiment' has no runs"):
         build_report("empty_experiment", tracking_uri=store.uri, out_dir=out)
@@ -321,7 +321,7 @@ def test_clear_errors_name_the_allowed_values(store: Store, tmp_path: Path) -> N
 
 def test_shipped_layouts_validate() -> None:
     names = available_layouts()
-    assert names == ["apple_retrieval", "default", "retention", "robotic_sequence", "two_state_mdp"]
+    assert names == ["apple_retrieval", "default", "montezuma", "retention", "robotic_sequence", "two_state_mdp"]
     for name in names:
         layout = load_layout(name)
         assert layout.name == name
