@@ -137,6 +137,8 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Experimen
         raw = _resolve_presets(raw, spec_path)
         for key, value in parse_overrides(overrides or []):
             _set_dotted(raw, key, value)
+        if isinstance(raw.get("methods"), list):  # `--set methods=[{preset: …}]` names presets too
+            raw["methods"] = [_resolve_method_preset(m, i) for i, m in enumerate(raw["methods"])]
     except SpecError as error:
         raise SpecError(f"{spec_path}: {error}") from None
     try:

@@ -31,6 +31,15 @@ def test_validate_prints_the_trial_grid(tmp_path):
     assert "pretrain: 4 trials" in result.stdout
 
 
+def test_set_methods_may_name_method_presets():
+    spec = load_spec(REPO_ROOT / "tune_configs/robotic_sequence/payoff.yaml",
+                     ["seeds=[1, 2]", "methods=[{name: finetune}, {preset: bc_robotic_sequence, coeff: 2.0}]"])
+    assert [m.name for m in spec.methods] == ["finetune", "bc"]
+    assert spec.methods[1].buffer_size == 10000 and spec.methods[1].coeff == 2.0  # preset, then the entry
+    with pytest.raises(SpecError, match="methods.0.preset: unknown method preset 'nope'; allowed: .*bc_robotic_sequence"):
+        load_spec(REPO_ROOT / "tune_configs/robotic_sequence/payoff.yaml", ["methods=[{preset: nope}]"])
+
+
 BAD_OVERRIDES = [
     ("budget.env_steps=abc", "budget.env_steps", "valid integer"),
     ("budget.env_steps=-5", "budget.env_steps", "greater than 0"),
