@@ -110,6 +110,25 @@ def _parser() -> argparse.ArgumentParser:
                          help="seed a new archive with a replayed human demonstration: an ftcl .npz "
                          "(artifacts/montezuma/demo/montezuma_demo.npz) or an atari-reset .demo file")
 
+    demo_states = sub.add_parser(
+        "demo-states", help="store start states along a human demonstration's path through rooms",
+        formatter_class=formatter,
+        description="Replay a human demonstration of Montezuma's Revenge (sticky actions off) and store the "
+        "emulator state every K agent steps of its first stay in each named room (paper numbers), named "
+        "room<N>_step<k>: start states from the room's entry to a few steps before its exit, for pre-training "
+        "backward from the demonstration.",
+        epilog="example:\n  ftcl demo-states montezuma --rooms 7 --every 8 "
+        "--with artifacts/montezuma/start_states/start_states.npz --out artifacts/montezuma/room7_path",
+    )
+    demo_states.add_argument("env", choices=["montezuma"])
+    demo_states.add_argument("--rooms", required=True, help="paper room numbers, comma-separated (7 or 7,8)")
+    demo_states.add_argument("--every", type=int, default=8, help="agent steps between two states (default 8)")
+    demo_states.add_argument("--demo", default=None, metavar="PATH",
+                             help="an ftcl demonstration .npz (default artifacts/montezuma/demo/montezuma_demo.npz)")
+    demo_states.add_argument("--with", dest="with_states", default=None, metavar="PATH",
+                             help="a start-state file whose states the output holds too (the rooms' entries)")
+    demo_states.add_argument("--out", required=True, help="artifact folder for start_states.npz and provenance.json")
+
     validate = sub.add_parser(
         "validate", help="check a spec without running it", formatter_class=formatter,
         description="Load a spec with its presets and overrides, validate every field and print the trial grid.",
@@ -248,6 +267,31 @@ def cmd_explore(args) -> int:
     return 0
 
 
+def cmd_demo_states(args) -> int:
+    from ftcl.envs.montezuma import DEFAULT_DEMONSTRATION
+    from ftcl.envs.montezuma_demo import load_demo, write_path_start_states
+    from ftcl.envs.montezuma_states import load_start_states
+    from ftcl.runner import command_line
+
+    try:
+        rooms = [int(part) for part in args.rooms.split(",")]
+    except ValueError:
+        return _fail(f"--rooms must be paper room numbers separated by commas, like 7 or 7,8 (got {args.rooms!r})")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return _fail(f"--out {out}: exists and is not a folder")
+    try:
+        demo = load_demo(args.demo or DEFAULT_DEMONSTRATION)
+        if args.with_states is not None:
+            load_start_states(args.with_states)  # checked before the replay
+        path = write_path_start_states(demo, out, rooms, args.every, command_line(),
+                                       None if args.with_states is None else Path(args.with_states))
+    except ValueError as error:
+        return _fail(str(error))
+    print(f"start states along the demonstration in rooms {rooms}, every {args.every} agent steps: {path}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from ftcl.tracking.report import ReportError, build_report
     from ftcl.tracking.store import ftcl_home, tracking_uri
@@ -354,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "pretrain": cmd_pretrain, "explore": cmd_explore, "validate": cmd_validate,
+    handlers = {"run": cmd_run, "pretrain": cmd_pretrain, "explore": cmd_explore, "demo-states": cmd_demo_states, "validate": cmd_validate,
                 "report": cmd_report, "ui": cmd_ui, "list": cmd_list}
     try:
         return handlers[args.command](args)

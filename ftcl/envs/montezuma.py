@@ -18,7 +18,10 @@ in the start room (a jewel, or the key, the sword, the torch, a door it opens), 
 did not hold (a new bit in ram[65]), or leaves the room into another room than the one the start
 state came from (its `entered_from`; each neighbour has one passage, so this is "a different
 passage than the entry one"; when the file does not know, any room counts). `info["success"]`
-stays true for the rest of the episode.
+stays true for the rest of the episode. The game gives no points for leaving a room the right way:
+`success_reward` adds a reward at the success step, and `end_on_room_exit` ends an episode when
+the player leaves the start room either way (pre-training π* in FAR rooms only, backward from the
+demonstration's path states, `start_state: room7_step*`).
 
 Start states: an episode can start from a stored emulator state (`start_states` file, `start_state`
 name), see `ftcl.envs.montezuma_states`. A state restores the emulator with its RNG; the sticky-action
@@ -77,11 +80,18 @@ class Options(BaseModel):
     """A start-state file (`ftcl.envs.montezuma_states`): its states are evaluation suites
     (`start_<name>`), and `start_state` may pick the one training episodes start from."""
     start_state: str | None = None
-    """The name of the state in `start_states` that episodes start from (None: the game's start)."""
+    """The name of the state in `start_states` that episodes start from (None: the game's start), or
+    a pattern with `*` (`room7_step*`): each reset then draws one of the matching states uniformly."""
     seed: int | None = None
     """Seed of the first reset when `reset` is called without one (None: fresh entropy)."""
     end_on_success: bool = False
     """End an episode from a start state at its success (evaluation suites set it)."""
+    end_on_room_exit: bool = False
+    """End an episode from a start state when the player leaves the start room, succeeding or not
+    (pre-training in FAR rooms: the agent never trains in the rooms it came from)."""
+    success_reward: float = Field(0.0, ge=0.0)
+    """Added to the game's reward at the step an episode from a start state first succeeds (the
+    game gives none for leaving a room the right way; pre-training backward from a demonstration)."""
 
     @model_validator(mode="after")
     def _state_needs_file(self) -> "Options":
@@ -92,8 +102,23 @@ class Options(BaseModel):
 
             states = load_start_states(self.start_states)
             if self.start_state is not None:
-                states.state(self.start_state)
+                matching_start_states(states, self.start_state)
         return self
+
+
+def matching_start_states(states, pattern: str) -> list[str]:
+    """The names of `states` that `pattern` names (itself, or those matching a `*` pattern);
+    ValueError naming some that exist when none does."""
+    import fnmatch
+
+    if "*" not in pattern:
+        states.state(pattern)
+        return [pattern]
+    names = [name for name in states.names if fnmatch.fnmatchcase(name, pattern)]
+    if not names:
+        raise ValueError(f"start_state {pattern!r} matches no state of {states.path}; it holds "
+                         f"{', '.join(states.names[:10])}{' ...' if len(states.names) > 10 else ''}")
+    return names
 
 
 def resize_frame(screen: np.ndarray, size: int) -> np.ndarray:
@@ -128,15 +153,15 @@ class MontezumaEnv(gym.Env):
         self._actions = self._atari._action_set
         self.action_space = gym.spaces.Discrete(len(self._actions))
         self.observation_space = gym.spaces.Box(0, 255, (o.screen_size, o.screen_size, o.frame_stack), np.uint8)
-        self._start = None
-        self._start_entered_from = -1
+        self._starts: list[tuple[Any, int]] = []  # (ALEState, entered_from) per start state
         if o.start_state is not None:
             from ftcl.envs.montezuma_states import load_start_states
 
             states = load_start_states(o.start_states)
-            self._start = states.state(o.start_state)
-            self._start_entered_from = states.info_of(o.start_state)["entered_from"]
-        self._success = False
+            self._starts = [(states.state(name), states.info_of(name)["entered_from"])
+                            for name in matching_start_states(states, o.start_state)]
+        self._start_entered_from = -1
+        self._success = self._left_start_room = False
         self._start_room: tuple[int, int] | None = None
         self._start_inventory = 0
         self._stack: np.ndarray | None = None
@@ -158,15 +183,20 @@ class MontezumaEnv(gym.Env):
         info["success"] = self._success
         return info
 
-    def _update_success(self, reward: float) -> None:
-        """The room-success rule of the module doc, for episodes from a start state."""
-        if self._start_room is None or self._success:
-            return
+    def _update_success(self, reward: float) -> bool:
+        """The room-success rule of the module doc, for episodes from a start state; True at the
+        step it first holds. Notes whether the player is out of the start room."""
+        if self._start_room is None:
+            return False
         ram = self.ale.getRAM()
         level, room, inventory = int(ram[LEVEL]), int(ram[ROOM]), int(ram[INVENTORY])
         in_start_room = (level, room) == self._start_room
+        self._left_start_room = self._left_start_room or not in_start_room
+        if self._success:
+            return False
         left_elsewhere = not in_start_room and (level != self._start_room[0] or room != self._start_entered_from)
         self._success = (reward > 0 and in_start_room) or bool(inventory & ~self._start_inventory) or left_elsewhere
+        return self._success
 
     # ---- gym API ----
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -175,9 +205,10 @@ class MontezumaEnv(gym.Env):
         self._first_reset = False
         super().reset(seed=seed)
         self._atari.reset(seed=seed)
-        self._success, self._start_room = False, None
-        if self._start is not None:
-            self.ale.restoreState(self._start)
+        self._success, self._start_room, self._left_start_room = False, None, False
+        if self._starts:
+            state, self._start_entered_from = self._starts[int(self.np_random.integers(len(self._starts)))]
+            self.ale.restoreState(state)
             ram = self.ale.getRAM()
             self._start_room, self._start_inventory = (int(ram[LEVEL]), int(ram[ROOM])), int(ram[INVENTORY])
         frame = self._frame(self.ale.getScreenGrayscale())
@@ -199,8 +230,10 @@ class MontezumaEnv(gym.Env):
         frame = self._frame(np.maximum.reduce(last_two) if last_two else self.ale.getScreenGrayscale())
         self._stack = np.concatenate([self._stack[:, :, 1:], frame[:, :, None]], axis=2)
         self._steps += 1
-        self._update_success(reward)
-        terminated = bool(self.ale.game_over()) or (self.options.end_on_success and self._success)
+        if self._update_success(reward):
+            reward += self.options.success_reward
+        terminated = (bool(self.ale.game_over()) or (self.options.end_on_success and self._success)
+                      or (self.options.end_on_room_exit and self._left_start_room))
         truncated = not terminated and self._steps >= self.options.max_episode_steps
         return self._stack.copy(), float(reward), terminated, truncated, self._info()
 
@@ -222,7 +255,7 @@ DEFAULT_DEMONSTRATION = Path(__file__).resolve().parents[2] / "artifacts" / "mon
 def recorded_demonstrations(options: dict[str, Any], settings: Any, seed: int) -> dict[str, np.ndarray]:
     """Pre-training demonstrations: the human demonstration (`settings.source`, default the shipped
     one) replayed from its first frame in the room of `start_state` (the room pre-training episodes
-    start in; Room 1 without one) to the end of that level, as agent steps with this env's
+    start in, that of the first state a pattern names; Room 1 without one) to the end of that level, as agent steps with this env's
     observations (`ftcl.envs.montezuma_demo.demonstration_transitions`), at most
     `settings.transitions` of them, without the steps in level-1 rooms that come before the start
     room on the paper's path (the CLOSE rooms, which the demonstration walks back through)."""
@@ -232,7 +265,8 @@ def recorded_demonstrations(options: dict[str, Any], settings: Any, seed: int) -
     if options.get("start_state"):
         from ftcl.envs.montezuma_states import load_start_states
 
-        info = load_start_states(options["start_states"]).info_of(options["start_state"])
+        states = load_start_states(options["start_states"])
+        info = states.info_of(matching_start_states(states, options["start_state"])[0])
         level, room = info["level"], info["room"]
     before = RAM_ROOM_TO_PAPER_ROOM.get(room, 0) if level == 0 else 0
     close = frozenset((0, PAPER_ROOM_TO_RAM_ROOM[n]) for n in range(1, before))

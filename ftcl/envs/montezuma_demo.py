@@ -327,3 +327,98 @@ def first_visit_order(visits: list[tuple[int, int, int]], level: int = 0, min_fr
     if exits and exits[-1] not in order:
         order.append(exits[-1])
     return order
+
+
+def path_start_states(demo: Demo, paper_rooms: list[int], every: int = 8, min_frames: int = 50,
+                      seed: int = 0) -> dict[str, tuple[Any, np.ndarray, int]]:
+    """Start states along the demonstration's path (the backward-from-demonstration recipe,
+    Salimans & Chen 2018): in the first stay of ≥ `min_frames` frames in each of `paper_rooms`
+    (level 1, the paper's numbers), the emulator state every `every` agent steps (of 4 frames) from
+    the stay's first frame, named `room<N>_step<k>` (k agent steps into the room, 4 digits), as
+    `name -> (ALEState, RAM, entered_from)` for `save_start_states`. A state late in a stay is a
+    few steps from the room's exit, one at k = 0 is the room's entry. ValueError for a room the
+    replayed demonstration never stays in."""
+    from ftcl.envs.montezuma import PAPER_ROOM_TO_RAM_ROOM
+    from ftcl.envs.montezuma_explore import _emulator
+
+    unknown = [n for n in paper_rooms if n not in PAPER_ROOM_TO_RAM_ROOM]
+    if unknown or every < 1:
+        raise ValueError(f"rooms must be paper rooms {min(PAPER_ROOM_TO_RAM_ROOM)}–{max(PAPER_ROOM_TO_RAM_ROOM)} "
+                         f"(got {paper_rooms}) and every ≥ 1 (got {every})")
+    wanted = {PAPER_ROOM_TO_RAM_ROOM[n]: n for n in paper_rooms}
+    ale = _emulator(seed)
+    stays: dict[int, list] = {}  # RAM room -> [(frames into the stay, state, RAM)] of its current stay
+    done: dict[int, tuple[int, list]] = {}  # RAM room -> (entered_from, states) of its first long stay
+    current = {"room": None, "since": 0, "came_from": -1}
+
+    def visit(frames_played: int, score: float, action: int) -> None:
+        ram = ale.getRAM()
+        room = int(ram[ROOM]) if int(ram[LEVEL]) == 0 else None
+        if room != current["room"]:
+            previous = current["room"]
+            if previous in wanted and previous not in done and frames_played - current["since"] >= min_frames:
+                done[previous] = (current["came_from"], stays[previous])
+            current.update(room=room, since=frames_played, came_from=-1 if previous is None else previous)
+            stays[room] = []
+        into = frames_played - current["since"]
+        if room in wanted and room not in done and into % (4 * every) == 0:
+            stays[room].append((into // 4, ale.cloneState(include_rng=True), ram.copy()))
+
+    replay(demo, ale, visit, every=1)
+    missing = sorted(wanted[room] for room in wanted if room not in done)
+    if missing:
+        raise ValueError(f"the replayed demonstration never stays {min_frames} frames in paper room(s) {missing}")
+    states: dict[str, tuple[Any, np.ndarray, int]] = {}
+    for room in sorted(done, key=lambda r: wanted[r]):
+        came_from, stay = done[room]
+        for step, state, ram in stay:
+            states[f"room{wanted[room]}_step{step:04d}"] = (state, ram, came_from)
+    return states
+
+
+def write_path_start_states(demo: Demo, out: Path, paper_rooms: list[int], every: int, command: str,
+                            with_states: Path | None = None) -> Path:
+    """`out/start_states.npz` from `path_start_states` (after the states of the start-state file
+    `with_states`, when given, so that one file holds a room's entry and its path) and
+    `out/provenance.json` (command, the demonstration's digest, rooms, spacing, each state's
+    read-out), each written whole or not at all."""
+    import json
+    from datetime import datetime
+
+    from ale_py import ALEState
+
+    from ftcl.data.integrity import PROVENANCE_FILE, sha256_of
+    from ftcl.envs.montezuma_states import load_start_states, save_start_states
+
+    chosen: dict[str, tuple[Any, np.ndarray, int]] = {}
+    if with_states is not None:
+        base = load_start_states(with_states)
+        for name, blob in zip(base.names, base.blobs):
+            ale = _emulator_with(ALEState(blob))
+            chosen[name] = (ALEState(blob), ale.getRAM().copy(), base.info_of(name)["entered_from"])
+    chosen.update(path_start_states(demo, paper_rooms, every))
+    out = Path(out)
+    path = save_start_states(out / "start_states.npz", chosen)
+    provenance = {
+        "command": command, "method": "states along a replayed human demonstration (ftcl.envs.montezuma_demo.path_start_states)",
+        "demonstration_sha256": demo_digest(demo), "paper_rooms": paper_rooms, "every_agent_steps": every,
+        "sticky_action_probability_while_replaying": 0.0,
+        "with_states": None if with_states is None else str(with_states),
+        "states": {name: {"level": int(ram[LEVEL]), "ram_room": int(ram[ROOM]), "x": int(ram[X]), "y": int(ram[Y]),
+                          "inventory": int(ram[INVENTORY]), "entered_from": came_from}
+                   for name, (_, ram, came_from) in chosen.items()},
+        "created": datetime.now().isoformat(timespec="seconds"), "sha256": {path.name: sha256_of(path)},
+    }
+    partial = out / (PROVENANCE_FILE + ".partial")
+    partial.write_text(json.dumps(provenance, indent=2))
+    partial.replace(out / PROVENANCE_FILE)
+    return path
+
+
+def _emulator_with(state):
+    """An emulator restored to `state` (to read its RAM)."""
+    from ftcl.envs.montezuma_explore import _emulator
+
+    ale = _emulator(0)
+    ale.restoreState(state)
+    return ale

@@ -101,12 +101,12 @@ def _resolve_presets(raw: dict, spec_path: Path) -> dict:
         candidate = (spec_path.parent / demonstrations["source"]).resolve()
         repo_candidate = (REPO_ROOT / demonstrations["source"]).resolve()
         demonstrations["source"] = str(candidate if candidate.exists() or not repo_candidate.exists() else repo_candidate)
-    env_options = (merged.get("env") or {}).get("options") or {}
-    for key in PATH_ENV_OPTIONS:
-        if isinstance(env_options.get(key), str) and not Path(env_options[key]).is_absolute():
-            candidate = (spec_path.parent / env_options[key]).resolve()
-            repo_candidate = (REPO_ROOT / env_options[key]).resolve()
-            env_options[key] = str(candidate if candidate.exists() or not repo_candidate.exists() else repo_candidate)
+    for env_options in ((merged.get("env") or {}).get("options") or {}, (pretrained.get("train") or {}).get("env_options") or {}):
+        for key in PATH_ENV_OPTIONS:
+            if isinstance(env_options.get(key), str) and not Path(env_options[key]).is_absolute():
+                candidate = (spec_path.parent / env_options[key]).resolve()
+                repo_candidate = (REPO_ROOT / env_options[key]).resolve()
+                env_options[key] = str(candidate if candidate.exists() or not repo_candidate.exists() else repo_candidate)
     tracking = merged.get("tracking") or {}
     dashboard = tracking.get("dashboard")
     if isinstance(dashboard, str) and dashboard.endswith((".yaml", ".yml")) and not Path(dashboard).is_absolute():

@@ -143,3 +143,14 @@ def test_report_with_a_bad_tracking_uri(tmp_path, uri, message):
     port = free_port()
     refused(tmp_path, "report", "apple_retrieval", "--tracking-uri", uri.format(port=port),
             message=message.format(port=port))
+
+
+def test_demo_states_refuses_bad_rooms_and_files_before_replaying(tmp_path):
+    out = tmp_path / "states"
+    refused(tmp_path, "demo-states", "montezuma", "--rooms", "seven", "--out", str(out), message="--rooms must be paper room numbers")
+    refused(tmp_path, "demo-states", "montezuma", "--rooms", "7,99", "--out", str(out), message="paper rooms 1–23 (got [7, 99])")
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip")
+    refused(tmp_path, "demo-states", "montezuma", "--rooms", "7", "--with", str(broken), "--out", str(out),
+            message="is not readable")
+    assert not out.exists()

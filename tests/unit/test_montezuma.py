@@ -144,3 +144,46 @@ def test_room_success_is_a_reward_a_new_item_or_another_exit(tmp_path):
     assert first_step_after(lambda ale: ale.setRAM(ROOM, 6)) == (True, True)    # another passage
     assert first_step_after(lambda ale: ale.setRAM(65, int(ram[65]) | 0x02)) == (True, True)  # a new item
     assert first_step_after(lambda ale: None) == (False, False)
+
+
+def test_success_reward_and_ending_on_leaving_the_start_room(tmp_path):
+    """`success_reward` is paid once, at the success step; `end_on_room_exit` ends the episode when
+    the player leaves the start room either way — back where it came from without the reward."""
+    env = MontezumaEnv(DETERMINISTIC)
+    env.reset()
+    env.ale.setRAM(ROOM, 2)
+    state, ram = env.clone_state(), env.ale.getRAM().copy()
+    env.close()
+    path = save_start_states(tmp_path / "states.npz", {"entry": (state, ram, 1)})
+
+    def first_steps_after(edit, **options):
+        env = MontezumaEnv({**DETERMINISTIC, "start_states": str(path), "start_state": "entry", **options})
+        env.reset()
+        edit(env.ale)
+        _, reward, terminated, _, info = env.step(0)
+        _, later_reward, _, _, _ = env.step(0)
+        env.close()
+        return reward, terminated, info["success"], later_reward
+
+    assert first_steps_after(lambda ale: ale.setRAM(ROOM, 6), success_reward=1.0) == (1.0, False, True, 0.0)
+    assert first_steps_after(lambda ale: ale.setRAM(ROOM, 6), success_reward=1.0, end_on_room_exit=True)[:3] == (1.0, True, True)
+    assert first_steps_after(lambda ale: ale.setRAM(ROOM, 1), success_reward=1.0, end_on_room_exit=True)[:3] == (0.0, True, False)
+    assert first_steps_after(lambda ale: None, success_reward=1.0, end_on_room_exit=True)[:3] == (0.0, False, False)
+
+
+def test_a_start_state_pattern_draws_among_the_matching_states(states_file):
+    """`start_state: room_*` starts each episode from one of the matching states, drawn with the
+    env's seed; a pattern that matches nothing is refused, naming the states there are."""
+    rooms = set()
+    env = MontezumaEnv({**DETERMINISTIC, "start_states": str(states_file), "start_state": "*"})
+    for seed in range(12):
+        _, info = env.reset(seed=seed)
+        rooms.add(info["room"])
+    env.close()
+    walked_room = load_start_states(states_file).info_of("walked")["room"]
+    assert rooms == {walked_room, 2}
+    env = MontezumaEnv({**DETERMINISTIC, "start_states": str(states_file), "start_state": "room_*"})
+    assert {env.reset(seed=seed)[1]["room"] for seed in range(4)} == {2}
+    env.close()
+    with pytest.raises(ValueError, match=r"'hall_\*' matches no state of .*; it holds walked, room_2"):
+        MontezumaEnv({**DETERMINISTIC, "start_states": str(states_file), "start_state": "hall_*"})

@@ -141,3 +141,29 @@ def test_demonstrations_from_room_7_leave_out_the_close_rooms(demo):
     ends = np.flatnonzero(far["truncateds"])[:-1]
     starts = ends + 1  # a new stretch starts from a repeated frame, as a reset does
     assert all((far["obs"][i][..., 0] == far["obs"][i][..., -1]).all() for i in starts)
+
+
+def test_path_start_states_walk_through_room_7_from_its_entry(demo, tmp_path):
+    """The states along the demonstration's first stay in Room 7 (RAM room 0, entered from the
+    start room) every 8 agent steps, stored with the rooms' entries of another file, restore into
+    Room 7 with the player moving along; a room the demonstration never stays in is refused."""
+    from ftcl.envs.montezuma import PAPER_ROOM_TO_RAM_ROOM, MontezumaEnv
+    from ftcl.envs.montezuma_demo import path_start_states, write_path_start_states
+    from ftcl.envs.montezuma_states import load_start_states, save_start_states
+
+    entry = _emulator(0)
+    entry.reset_game()
+    base = save_start_states(tmp_path / "base" / "start_states.npz", {"room1": (entry.cloneState(include_rng=True), entry.getRAM().copy())})
+    path = write_path_start_states(demo, tmp_path / "out", [7], 8, "test", with_states=base)
+    states = load_start_states(path)
+    steps = [name for name in states.names if name.startswith("room7_step")]
+    assert states.names[0] == "room1" and len(steps) >= 15 and steps[0] == "room7_step0000" and steps[1] == "room7_step0008"
+    assert {states.info_of(name)["room"] for name in steps} == {PAPER_ROOM_TO_RAM_ROOM[7]}
+    assert {states.info_of(name)["entered_from"] for name in steps} == {PAPER_ROOM_TO_RAM_ROOM[1]}
+    assert len({states.info_of(name)["x"] for name in steps}) >= 5, "the player moves through the room"
+    env = MontezumaEnv({"sticky_action_probability": 0.0, "start_states": str(path), "start_state": steps[-1]})
+    _, info = env.reset(seed=0)
+    assert info["room"] == PAPER_ROOM_TO_RAM_ROOM[7] and info["success"] is False
+    env.close()
+    with pytest.raises(ValueError, match="paper rooms 1–23"):
+        path_start_states(demo, [24])
