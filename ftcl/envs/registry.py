@@ -109,6 +109,12 @@ ENVS: dict[str, EnvEntry] = {
             suites={},  # `full`, and one per stored start state, see montezuma.py
         ),
         EnvEntry(
+            name="nethack",
+            description="NetHack (NLE 1.3; paper §2.1): Human Monk, score reward, FAR starts on dlvl 4 and in Sokoban.",
+            module="ftcl.envs.nethack",
+            suites={},  # `full`, `dlvl4`, `sokoban`, see nethack.py
+        ),
+        EnvEntry(
             name="cartpole",
             description="Gymnasium CartPole-v1 (smoke tests and throughput baselines).",
             module="ftcl.envs.classic",
