@@ -60,6 +60,9 @@ class Options(BaseModel):
     """`game` (a new game), `dlvl<N>` (teleported to depth N, 2–53) or `sokoban` (its entry level)."""
     seed: int | None = None
     """Seed of the first reset when `reset` is called without one (None: fresh entropy)."""
+    ttyrec_dir: str | None = None
+    """Record every game to this folder (NLE's `.ttyrec3.bz2` files and its `xlogfile`; games enter
+    the xlogfile when they end), readable by `ftcl.envs.nethack_ttyrecs`."""
 
     @field_validator("start")
     @classmethod
@@ -80,6 +83,20 @@ def _character_options(character: str) -> tuple[str, ...]:
     """NetHack options that pick the character (wizard mode ignores NLE's name-based choice)."""
     role, race, alignment, gender = character.split("-")
     return (f"role:{role}", f"race:{race}", f"align:{alignment}", f"gender:{gender}")
+
+
+def tty_observation(chars: np.ndarray, colors: np.ndarray, cursor: np.ndarray) -> np.ndarray:
+    """The observation layout (module doc) of terminal frames: (..., 24, 80) characters and colours
+    and (..., 2) cursors (row, column) -> (..., 3, 24, 80) uint8."""
+    chars, colors, cursor = np.asarray(chars), np.asarray(colors), np.asarray(cursor)
+    lead = chars.shape[:-2]
+    obs = np.zeros((int(np.prod(lead, dtype=np.int64)), 3, *SCREEN), np.uint8)
+    obs[:, 0] = chars.reshape(-1, *SCREEN)
+    obs[:, 1] = colors.reshape(-1, *SCREEN).astype(np.uint8)
+    rows, cols = (cursor.reshape(-1, 2)[:, i].astype(np.int64) for i in (0, 1))
+    inside = np.flatnonzero((rows >= 0) & (rows < SCREEN[0]) & (cols >= 0) & (cols < SCREEN[1]))
+    obs[inside, 2, rows[inside], cols[inside]] = 1
+    return obs.reshape(*lead, 3, *SCREEN)
 
 
 class NetHackEnv(gym.Env):
@@ -104,8 +121,9 @@ class NetHackEnv(gym.Env):
             warnings.simplefilter("ignore")  # NLE warns that "internal" is requested: the metrics need it
             from nle.env.tasks import NetHackScore
 
+            recording = {} if o.ttyrec_dir is None else {"savedir": o.ttyrec_dir, "save_ttyrec_every": 1}
             self._nle = NetHackScore(
-                character=o.character, actions=tuple(self._keys), wizard=wizard, allow_all_yn_questions=True,
+                **recording, character=o.character, actions=tuple(self._keys), wizard=wizard, allow_all_yn_questions=True,
                 allow_all_modes=True, max_episode_steps=o.max_episode_steps + 1000,
                 options=tuple(nethack.NETHACKOPTIONS) + _character_options(o.character),
                 observation_keys=("tty_chars", "tty_colors", "tty_cursor", "blstats", "glyphs", "message", "internal"),
@@ -122,13 +140,7 @@ class NetHackEnv(gym.Env):
 
     # ---- observations and metrics ----
     def _observation(self, raw: dict[str, np.ndarray]) -> np.ndarray:
-        obs = np.zeros((3, *SCREEN), np.uint8)
-        obs[0] = raw["tty_chars"]
-        obs[1] = raw["tty_colors"].astype(np.uint8)
-        row, col = (int(v) for v in raw["tty_cursor"])
-        if row < SCREEN[0] and col < SCREEN[1]:
-            obs[2, row, col] = 1
-        return obs
+        return tty_observation(raw["tty_chars"], raw["tty_colors"], raw["tty_cursor"])
 
     def _track(self, previous: dict[str, np.ndarray] | None, raw: dict[str, np.ndarray]) -> None:
         """Update the episode's metrics; `previous` holds copies of the last step's `blstats` and

@@ -1,0 +1,121 @@
+"""NetHack games as recorded terminal sessions (ttyrecs), read through `nle.dataset` in the env's
+observation layout: the same code reads NLD-AA (the paper's AutoAscend dataset, 3.5M games) and
+the games ftcl records itself (`ttyrec_dir` of the nethack env, an expert's or an agent's).
+
+A dataset is a folder of NLE recordings, one subfolder per recording run, each with its
+`*.xlogfile` (NLE writes a game into it when the game ends; a flat folder holds no games for
+`nle.dataset`, so it is refused here). `ttyrec_database(root, db)` registers the folder in an
+`nle.dataset` sqlite file; `TtyrecBatches` yields what BC and EWC need, B rows × T steps:
+
+- `obs` (B, T, 3, 24, 80) uint8: the terminal frame at t (`ftcl.envs.nethack.tty_observation`);
+- `actions` (B, T) int64: the index in the env's action set of the key pressed in response to
+  frame t (`keypresses[t]`; NLE's ttyrec v3 records the key after the frame it answers), −1 for a
+  key outside the 121 actions (NLE's own keys at a game's end, for instance);
+- `is_first` (B, T) bool: frame t starts a game. `nle.dataset`'s `done` is 1 on the first frame of a
+  game's first ttyrec only after a row switched games inside a batch; ftcl rebuilds the boundary
+  from the game ids, so it also holds at a batch's first frame and between batches;
+- `valid` (B, T) bool: a frame of a game (not the zero padding after the data ends) with a known
+  action; `gameids`, `scores` (the in-game score at t).
+
+Each batch row is a stream of whole games in order, continuing in the next batch: a recurrent
+learner carries its state from one batch to the next per row and resets it where `is_first`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ftcl.envs.nethack import tty_observation
+
+
+def action_of_key() -> np.ndarray:
+    """A 256-entry table: key code -> index in `nethack.ACTIONS` (the env's action set), −1 if none."""
+    from nle import nethack
+
+    table = np.full(256, -1, np.int64)
+    for index, action in enumerate(nethack.ACTIONS):
+        if 0 <= int(action) < 256 and table[int(action)] < 0:
+            table[int(action)] = index
+    return table
+
+
+def ttyrec_database(root: str | Path, db_path: str | Path, name: str = "ftcl") -> int:
+    """Register the recordings under `root` as dataset `name` in a new sqlite file `db_path`;
+    returns the number of games. ValueError (nothing left behind) when `root` holds no game: no
+    folder, no `<run>/*.xlogfile`, or xlogfiles without finished games."""
+    import nle.dataset as nld
+
+    root, db_path = Path(root), Path(db_path)
+    if not root.is_dir():
+        raise ValueError(f"ttyrec dataset {root}: no such folder")
+    xlogs = sorted(root.glob("*/*.xlogfile"))
+    if not xlogs:
+        flat = " (its xlogfiles lie directly in it: nle.dataset reads <root>/<run>/*.xlogfile)" if list(root.glob("*.xlogfile")) else ""
+        raise ValueError(f"ttyrec dataset {root}: no <run>/*.xlogfile under it{flat}")
+    if db_path.exists():
+        raise ValueError(f"{db_path} exists: give a new file for the dataset's database")
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = db_path.with_name(db_path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    nld.db.create(str(partial))
+    nld.add_nledata_directory(str(root.resolve()), name, str(partial))
+    games = count_games(partial, name)
+    if games == 0:
+        partial.unlink()
+        raise ValueError(f"ttyrec dataset {root}: its xlogfiles list no finished game")
+    os.replace(partial, db_path)
+    return games
+
+
+def count_games(db_path: str | Path, name: str = "ftcl") -> int:
+    """Games of dataset `name` in the sqlite file (ValueError for a file that is no such database)."""
+    import sqlite3
+
+    import nle.dataset as nld
+
+    try:
+        connection = nld.db.connect(str(db_path))
+        try:
+            return int(nld.db.count_games(name, conn=connection))
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise ValueError(f"{db_path} is no nle.dataset database ({error})") from None
+
+
+class TtyrecBatches:
+    """Batches of B game streams × T steps from a registered dataset (module doc)."""
+
+    def __init__(self, db_path: str | Path, batch_size: int, seq_length: int, name: str = "ftcl",
+                 shuffle: bool = True, loop_forever: bool = False):
+        import nle.dataset as nld
+
+        if not Path(db_path).is_file():
+            raise ValueError(f"ttyrec database {db_path} not found: make it with ttyrec_database(root, db)")
+        games = count_games(db_path, name)
+        if games < batch_size:
+            raise ValueError(f"ttyrec database {db_path} holds {games} games of {name!r}; a batch of "
+                             f"{batch_size} rows needs at least as many")
+        self._dataset = nld.TtyrecDataset(name, batch_size=batch_size, seq_length=seq_length,
+                                          dbfilename=str(db_path), shuffle=shuffle, loop_forever=loop_forever)
+        self._actions = action_of_key()
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        previous_game: np.ndarray | None = None
+        for batch in self._dataset:
+            gameids = batch["gameids"].copy()
+            before = np.concatenate([np.zeros_like(gameids[:, :1]) if previous_game is None else previous_game,
+                                     gameids[:, :-1]], axis=1)
+            previous_game = gameids[:, -1:].copy()
+            actions = self._actions[batch["keypresses"]]
+            yield {
+                "obs": tty_observation(batch["tty_chars"], batch["tty_colors"], batch["tty_cursor"]),
+                "actions": actions,
+                "is_first": (gameids != before) & (gameids != 0),
+                "valid": (gameids != 0) & (actions >= 0),
+                "gameids": gameids,
+                "scores": batch["scores"].copy() if "scores" in batch else np.zeros_like(gameids),
+            }

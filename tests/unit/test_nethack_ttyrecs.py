@@ -1,0 +1,90 @@
+"""Games the test records with the real NLE, read back through `nle.dataset`: frames, the keys
+mapped to actions, game boundaries across batches, and refusals of what is no dataset."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ftcl.envs.nethack import NetHackEnv
+from ftcl.envs.nethack_ttyrecs import TtyrecBatches, action_of_key, ttyrec_database
+
+QUIT = "#quit\ry"
+
+
+def record(root, games: int) -> tuple[list[list[int]], list[list[np.ndarray]]]:
+    """Play `games` short games (random moves, then #quit) into root/run0; per game the actions
+    and the observations they answered."""
+    from nle import nethack
+
+    keys = [int(a) for a in nethack.ACTIONS]
+    env = NetHackEnv({"seed": 0, "ttyrec_dir": str(root / "run0")})
+    rng = np.random.default_rng(0)
+    actions, frames = [], []
+    for game in range(games):
+        obs, _ = env.reset()
+        played, seen = [], []
+        moves = [keys.index(ord(c)) for c in rng.choice(list("hjklyubn"), 4 + 3 * game)]
+        for action in moves + [keys.index(ord(c)) for c in QUIT]:
+            seen.append(obs)
+            played.append(action)
+            obs, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                break
+        assert terminated, "quitting ends the game"
+        actions.append(played)
+        frames.append(seen)
+    env.close()
+    return actions, frames
+
+
+def test_recorded_games_read_back_as_observations_actions_and_boundaries(tmp_path):
+    actions, frames = record(tmp_path / "data", games=3)
+    assert ttyrec_database(tmp_path / "data", tmp_path / "games.db") == 3
+    rows = {key: [] for key in ("obs", "actions", "is_first", "valid", "gameids")}
+    for batch in TtyrecBatches(tmp_path / "games.db", batch_size=1, seq_length=7, shuffle=False):
+        for key in rows:
+            rows[key].append(batch[key][0])
+    stream = {key: np.concatenate(values) for key, values in rows.items()}
+    starts = np.flatnonzero(stream["is_first"])
+    assert len(starts) == 3 and starts[0] == 0, "every game starts once, the first at the stream's start"
+    for game, start in enumerate(starts):
+        count = len(actions[game])
+        np.testing.assert_array_equal(stream["actions"][start:start + count], actions[game])
+        np.testing.assert_array_equal(stream["obs"][start:start + count], np.stack(frames[game]))
+        assert stream["valid"][start:start + count].all()
+    # after the quit NLE answers the game's last screens itself (frames the env never showed)
+    ends = [start + len(actions[game]) for game, start in enumerate(starts)]
+    assert all(end < next_start for end, next_start in zip(ends, list(starts[1:])))
+    assert (stream["gameids"][stream["valid"]] > 0).all()
+
+
+def test_what_is_no_dataset_is_refused(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "nle.1.xlogfile").write_text("")
+    with pytest.raises(ValueError, match="nle.dataset reads <root>/<run>/\\*.xlogfile"):
+        ttyrec_database(flat, tmp_path / "a.db")
+    unfinished = tmp_path / "unfinished"
+    env = NetHackEnv({"seed": 0, "ttyrec_dir": str(unfinished / "run0")})
+    env.reset()
+    env.step(0)
+    env.close()
+    with pytest.raises(ValueError, match="list no finished game"):
+        ttyrec_database(unfinished, tmp_path / "b.db")
+    assert not (tmp_path / "b.db").exists() and not (tmp_path / "b.db.partial").exists()
+    (tmp_path / "junk.db").write_bytes(b"not sqlite at all, just bytes" * 10)
+    with pytest.raises(ValueError, match="no nle.dataset database"):
+        TtyrecBatches(tmp_path / "junk.db", batch_size=1, seq_length=4)
+    actions, _ = record(tmp_path / "two", games=2)
+    ttyrec_database(tmp_path / "two", tmp_path / "two.db")
+    with pytest.raises(ValueError, match="holds 2 games of 'ftcl'; a batch of 4 rows needs at least as many"):
+        TtyrecBatches(tmp_path / "two.db", batch_size=4, seq_length=4)
+
+
+def test_keys_map_to_the_env_actions():
+    from nle import nethack
+
+    table = action_of_key()
+    assert table[ord("k")] == [int(a) for a in nethack.ACTIONS].index(ord("k"))
+    assert table[ord(" ")] == -1 or int(nethack.ACTIONS[table[ord(" ")]]) == ord(" ")
+    assert (table >= -1).all() and table.max() < len(nethack.ACTIONS)
