@@ -221,3 +221,29 @@ def _kick():
     from nle import nethack
 
     return nethack.Command.KICK
+
+
+def evaluate(start: str = "game", games: int = 20, steps: int = 5000, seed: int = 100) -> list[float]:
+    """The deepest dungeon level of each of `games` seeded games played by the diver."""
+    from ftcl.envs.nethack import NetHackEnv
+
+    env = NetHackEnv({"seed": seed, "start": start, "max_episode_steps": steps})
+    bot, depths = DescendBot(0), []
+    for _ in range(games):
+        obs, info = env.reset()
+        bot.reset()
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(bot.action(obs))
+            done = terminated or truncated
+        depths.append(info["dlvl"])
+    env.close()
+    return depths
+
+
+if __name__ == "__main__":  # python -m ftcl.envs.nethack_expert [start] [games]
+    import sys
+
+    found = evaluate(*(sys.argv[1:2] or ["game"]), *(int(a) for a in sys.argv[2:3]))
+    print("deepest levels", found)
+    print(", ".join(f">= {d}: {np.mean(np.asarray(found) >= d):.2f}" for d in range(2, 8)))

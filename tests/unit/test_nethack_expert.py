@@ -2,23 +2,11 @@
 on dungeon level 4 it goes deeper (the expert of the imperfect-cloning experiment)."""
 from __future__ import annotations
 
-from ftcl.envs.nethack import NetHackEnv
-from ftcl.envs.nethack_expert import DescendBot
+from ftcl.envs.nethack_expert import evaluate
 
 
 def deepest_levels(start: str, games: int, steps: int) -> list[float]:
-    env = NetHackEnv({"seed": 100, "start": start, "max_episode_steps": steps})
-    bot, depths = DescendBot(0), []
-    for _ in range(games):
-        obs, info = env.reset()
-        bot.reset()
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(bot.action(obs))
-            done = terminated or truncated
-        depths.append(info["dlvl"])
-    env.close()
-    return depths
+    return evaluate(start, games, steps, seed=100)
 
 
 def test_the_diver_descends_from_the_start_and_from_level_4():
