@@ -140,7 +140,14 @@ class NetHackEnv(gym.Env):
 
     # ---- observations and metrics ----
     def _observation(self, raw: dict[str, np.ndarray]) -> np.ndarray:
-        return tty_observation(raw["tty_chars"], raw["tty_colors"], raw["tty_cursor"])
+        """`tty_observation` of one frame, without its batch bookkeeping (it runs every step)."""
+        obs = np.zeros((3, *SCREEN), np.uint8)
+        obs[0] = raw["tty_chars"]
+        obs[1] = raw["tty_colors"].view(np.uint8)
+        row, col = int(raw["tty_cursor"][0]), int(raw["tty_cursor"][1])
+        if row < SCREEN[0] and col < SCREEN[1]:
+            obs[2, row, col] = 1
+        return obs
 
     def _track(self, previous: dict[str, np.ndarray] | None, raw: dict[str, np.ndarray]) -> None:
         """Update the episode's metrics; `previous` holds copies of the last step's `blstats` and
