@@ -11,6 +11,18 @@ from pathlib import Path
 PROVENANCE_FILE = "provenance.json"
 
 
+def write_provenance(folder: str | Path, provenance: dict) -> Path:
+    """`folder/provenance.json`, written whole (a temporary file, then a rename): an artifact folder
+    without it is unfinished. Values JSON cannot hold are written as their `str`."""
+    import json
+
+    path = Path(folder) / PROVENANCE_FILE
+    partial = path.with_name(PROVENANCE_FILE + ".partial")
+    partial.write_text(json.dumps(provenance, indent=2, default=str))
+    partial.replace(path)
+    return path
+
+
 def verify_artifact_files(*paths: str | Path | None) -> list[Path]:
     """Check each file or folder against the sha256 that the `provenance.json` beside it records
     (`ftcl pretrain` writes one into every artifact folder); returns the paths verified.

@@ -117,9 +117,7 @@ def load_demo(path: str | Path) -> Demo:
 def save_demo(path: str | Path, demo: Demo, command: str = "") -> Path:
     """The demonstration as `.npz`, with `provenance.json` (source, licence, the command that made it,
     sha256) beside it."""
-    import json
-
-    from ftcl.data.integrity import PROVENANCE_FILE, sha256_of
+    from ftcl.data.integrity import sha256_of, write_provenance
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,9 +126,7 @@ def save_demo(path: str | Path, demo: Demo, command: str = "") -> Path:
     partial.replace(path)
     provenance = {"source": demo.source, "command": command, "frames": int(len(demo.actions)), "checkpoints": int(len(demo.checkpoint_ram)),
                   "score_at_last_checkpoint": float(demo.checkpoint_score[-1]), "sha256": {path.name: sha256_of(path)}}
-    provenance_partial = path.parent / (PROVENANCE_FILE + ".partial")
-    provenance_partial.write_text(json.dumps(provenance, indent=2))
-    provenance_partial.replace(path.parent / PROVENANCE_FILE)
+    write_provenance(path.parent, provenance)
     return path
 
 
@@ -382,19 +378,19 @@ def write_path_start_states(demo: Demo, out: Path, paper_rooms: list[int], every
     `with_states`, when given, so that one file holds a room's entry and its path) and
     `out/provenance.json` (command, the demonstration's digest, rooms, spacing, each state's
     read-out), each written whole or not at all."""
-    import json
     from datetime import datetime
 
     from ale_py import ALEState
 
-    from ftcl.data.integrity import PROVENANCE_FILE, sha256_of
-    from ftcl.envs.montezuma_states import load_start_states, save_start_states
+    from ftcl.data.integrity import sha256_of, write_provenance
+    from ftcl.envs.montezuma_explore import _emulator
+    from ftcl.envs.montezuma_states import load_start_states, save_start_states, state_readouts
 
     chosen: dict[str, tuple[Any, np.ndarray, int]] = {}
     if with_states is not None:
-        base = load_start_states(with_states)
+        base, ale = load_start_states(with_states), _emulator(0)
         for name, blob in zip(base.names, base.blobs):
-            ale = _emulator_with(ALEState(blob))
+            ale.restoreState(ALEState(blob))  # to read the state's RAM, which save_start_states records
             chosen[name] = (ALEState(blob), ale.getRAM().copy(), base.info_of(name)["entered_from"])
     chosen.update(path_start_states(demo, paper_rooms, every))
     out = Path(out)
@@ -404,21 +400,8 @@ def write_path_start_states(demo: Demo, out: Path, paper_rooms: list[int], every
         "demonstration_sha256": demo_digest(demo), "paper_rooms": paper_rooms, "every_agent_steps": every,
         "sticky_action_probability_while_replaying": 0.0,
         "with_states": None if with_states is None else str(with_states),
-        "states": {name: {"level": int(ram[LEVEL]), "ram_room": int(ram[ROOM]), "x": int(ram[X]), "y": int(ram[Y]),
-                          "inventory": int(ram[INVENTORY]), "entered_from": came_from}
-                   for name, (_, ram, came_from) in chosen.items()},
+        "states": state_readouts(chosen),
         "created": datetime.now().isoformat(timespec="seconds"), "sha256": {path.name: sha256_of(path)},
     }
-    partial = out / (PROVENANCE_FILE + ".partial")
-    partial.write_text(json.dumps(provenance, indent=2))
-    partial.replace(out / PROVENANCE_FILE)
+    write_provenance(out, provenance)
     return path
-
-
-def _emulator_with(state):
-    """An emulator restored to `state` (to read its RAM)."""
-    from ftcl.envs.montezuma_explore import _emulator
-
-    ale = _emulator(0)
-    ale.restoreState(state)
-    return ale

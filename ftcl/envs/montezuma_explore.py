@@ -195,11 +195,10 @@ def explore(frames: int, seed: int = 0, explore_steps: int = 100, resume_from: P
 def write_start_states(archive: Archive, out: Path, command: str) -> Path:
     """`out/start_states.npz` (one state per room, `start_states_from_archive`) and `out/provenance.json`
     (command, frames, seed, rooms, cells, best score, sha256), both written whole or not at all."""
-    import json
     from datetime import datetime
 
-    from ftcl.data.integrity import PROVENANCE_FILE, sha256_of
-    from ftcl.envs.montezuma_states import save_start_states
+    from ftcl.data.integrity import sha256_of, write_provenance
+    from ftcl.envs.montezuma_states import save_start_states, state_readouts
 
     out = Path(out)
     chosen = start_states_from_archive(archive)
@@ -211,15 +210,11 @@ def write_start_states(archive: Archive, out: Path, command: str) -> Path:
         "best_score": max(cell.score for cell in archive.cells.values()),
         "sticky_action_probability_while_exploring": 0.0,
         "seeded_from_demonstration": archive.demo,
-        "states": {name: {"level": int(ram[LEVEL]), "ram_room": int(ram[ROOM]), "x": int(ram[X]), "y": int(ram[Y]),
-                          "inventory": int(ram[INVENTORY]), "entered_from": entered_from}
-               for name, (_, ram, entered_from) in chosen.items()},
+        "states": state_readouts(chosen),
         "created": datetime.now().isoformat(timespec="seconds"),
         "sha256": {states.name: sha256_of(states)},
     }
-    partial = out / (PROVENANCE_FILE + ".partial")
-    partial.write_text(json.dumps(provenance, indent=2))
-    partial.replace(out / PROVENANCE_FILE)
+    write_provenance(out, provenance)
     return states
 
 

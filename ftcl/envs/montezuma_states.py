@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ftcl.envs.montezuma import ram_info
+from ftcl.envs.montezuma import INVENTORY, LEVEL, ROOM, X, Y, ram_info
 
 INFO_KEYS = ("room", "paper_room", "level", "x", "y", "inventory", "lives")
 KEYS = ("names", "data", "offsets", "sha256") + INFO_KEYS
@@ -74,6 +74,14 @@ def save_start_states(path: str | Path, states: Mapping[str, Any]) -> Path:
     np.savez_compressed(partial, **arrays)
     partial.replace(path)
     return path
+
+
+def state_readouts(states: Mapping[str, tuple[Any, np.ndarray, int]]) -> dict[str, dict[str, int]]:
+    """Per `name -> (ALEState, RAM, entered_from)`: level, RAM room, x, y, inventory and
+    entered_from, as provenance files record them."""
+    return {name: {"level": int(ram[LEVEL]), "ram_room": int(ram[ROOM]), "x": int(ram[X]), "y": int(ram[Y]),
+                   "inventory": int(ram[INVENTORY]), "entered_from": int(entered_from)}
+            for name, (_, ram, entered_from) in states.items()}
 
 
 def load_start_states(path: str | Path) -> StartStates:

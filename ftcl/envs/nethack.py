@@ -89,6 +89,13 @@ def tty_observation(chars: np.ndarray, colors: np.ndarray, cursor: np.ndarray) -
     """The observation layout (module doc) of terminal frames: (..., 24, 80) characters and colours
     and (..., 2) cursors (row, column) -> (..., 3, 24, 80) uint8."""
     chars, colors, cursor = np.asarray(chars), np.asarray(colors), np.asarray(cursor)
+    if chars.ndim == 2:  # one frame, as the env makes every step: no batch bookkeeping
+        obs = np.zeros((3, *SCREEN), np.uint8)
+        obs[0], obs[1] = chars, colors.astype(np.uint8)
+        row, col = int(cursor[0]), int(cursor[1])
+        if 0 <= row < SCREEN[0] and 0 <= col < SCREEN[1]:
+            obs[2, row, col] = 1
+        return obs
     lead = chars.shape[:-2]
     obs = np.zeros((int(np.prod(lead, dtype=np.int64)), 3, *SCREEN), np.uint8)
     obs[:, 0] = chars.reshape(-1, *SCREEN)
@@ -140,14 +147,7 @@ class NetHackEnv(gym.Env):
 
     # ---- observations and metrics ----
     def _observation(self, raw: dict[str, np.ndarray]) -> np.ndarray:
-        """`tty_observation` of one frame, without its batch bookkeeping (it runs every step)."""
-        obs = np.zeros((3, *SCREEN), np.uint8)
-        obs[0] = raw["tty_chars"]
-        obs[1] = raw["tty_colors"].view(np.uint8)
-        row, col = int(raw["tty_cursor"][0]), int(raw["tty_cursor"][1])
-        if row < SCREEN[0] and col < SCREEN[1]:
-            obs[2, row, col] = 1
-        return obs
+        return tty_observation(raw["tty_chars"], raw["tty_colors"], raw["tty_cursor"])
 
     def _track(self, previous: dict[str, np.ndarray] | None, raw: dict[str, np.ndarray]) -> None:
         """Update the episode's metrics; `previous` holds copies of the last step's `blstats` and
@@ -205,7 +205,7 @@ class NetHackEnv(gym.Env):
 
     def _answer_die_question(self, raw: dict[str, np.ndarray], reward: float, done: bool):
         """Wizard mode asks "Die?" at a death; the env answers yes, so the death stands."""
-        while not done and b"Die?" in bytes(raw["message"]) + self._screen_text()[0].encode("latin-1"):
+        while not done and (b"Die?" in bytes(raw["message"]) or b"Die?" in bytes(raw["tty_chars"][0])):
             raw, more, done = self._press("y")
             reward += more
         return raw, reward, done

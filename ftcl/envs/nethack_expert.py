@@ -44,6 +44,7 @@ class DescendBot:
         from nle import nethack
 
         self._index = {int(a): i for i, a in reversed(list(enumerate(nethack.ACTIONS)))}
+        self._pray, self._kick = self._index[int(nethack.Command.PRAY)], self._index[int(nethack.Command.KICK)]
         self._rng = np.random.default_rng(seed)
         self.reset()
 
@@ -104,7 +105,7 @@ class DescendBot:
         if status["hp"] * 3 < status["max_hp"]:
             if self._last_turn - self._last_prayer > 1000:
                 self._last_prayer = self._last_turn
-                return self._index[int(_pray())]
+                return self._pray
             return self._key("s")
         if here is None:
             return self._key("s")
@@ -124,7 +125,7 @@ class DescendBot:
             level["bumped"][target_cell] = bumps
             if bumps > 3:
                 self._pending = [DIRECTIONS[step]]
-                return self._index[int(_kick())]
+                return self._kick
         return self._key(DIRECTIONS[step])
 
     def _player(self, chars: np.ndarray, cursor: np.ndarray) -> tuple[int, int] | None:
@@ -209,18 +210,6 @@ class DescendBot:
                 if char.isalpha() or char in "@&;:'":
                     return dr, dc
         return None
-
-
-def _pray():
-    from nle import nethack
-
-    return nethack.Command.PRAY
-
-
-def _kick():
-    from nle import nethack
-
-    return nethack.Command.KICK
 
 
 def evaluate(start: str = "game", games: int = 20, steps: int = 5000, seed: int = 100) -> list[float]:

@@ -11,12 +11,12 @@ folder, `pretrained/v<k>/`:
 """
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ftcl.data.integrity import write_provenance
 from ftcl.plan import TrialPlan, demonstrations_path, pretrained_dir
 from ftcl.spec import ExperimentSpec
 from ftcl.tracking import store
@@ -87,10 +87,7 @@ def export_pretrained(algo: Algorithm, spec: ExperimentSpec, trial: ExperimentSp
         "created": datetime.now().isoformat(timespec="seconds"),
         "sha256": {"module": store.sha256_of(out / "module"), "data.npz": store.sha256_of(out / "data.npz")},
     }
-    # provenance.json comes last and whole (temporary file, then rename): a folder without it is unfinished
-    partial = out / "provenance.json.partial"
-    partial.write_text(json.dumps(provenance, indent=2, default=str))
-    partial.replace(out / "provenance.json")
+    write_provenance(out, provenance)  # last and whole: a folder without it is unfinished
     return out
 
 

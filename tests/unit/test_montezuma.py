@@ -120,15 +120,21 @@ def test_the_paper_room_table_covers_level_one_once():
     assert PAPER_ROOM_TO_RAM_ROOM[1] == 1  # Room 1 is the start room
 
 
-def test_room_success_is_a_reward_a_new_item_or_another_exit(tmp_path):
-    """The paper's room success (B.2) on a real state: entered room 2 from room 1; going back to
-    room 1 is no success, a new item or a third room is."""
+def entered_room_2_from_room_1(tmp_path) -> tuple:
+    """A start-state file with one state `entry`: the game's start with the room byte set to 2,
+    entered from room 1; and that state's RAM."""
     env = MontezumaEnv(DETERMINISTIC)
     env.reset()
     env.ale.setRAM(ROOM, 2)
     state, ram = env.clone_state(), env.ale.getRAM().copy()
     env.close()
-    path = save_start_states(tmp_path / "states.npz", {"entry": (state, ram, 1)})
+    return save_start_states(tmp_path / "states.npz", {"entry": (state, ram, 1)}), ram
+
+
+def test_room_success_is_a_reward_a_new_item_or_another_exit(tmp_path):
+    """The paper's room success (B.2) on a real state: entered room 2 from room 1; going back to
+    room 1 is no success, a new item or a third room is."""
+    path, ram = entered_room_2_from_room_1(tmp_path)
     assert load_start_states(path).info_of("entry")["entered_from"] == 1
 
     def first_step_after(edit):
@@ -149,12 +155,7 @@ def test_room_success_is_a_reward_a_new_item_or_another_exit(tmp_path):
 def test_success_reward_and_ending_on_leaving_the_start_room(tmp_path):
     """`success_reward` is paid once, at the success step; `end_on_room_exit` ends the episode when
     the player leaves the start room either way — back where it came from without the reward."""
-    env = MontezumaEnv(DETERMINISTIC)
-    env.reset()
-    env.ale.setRAM(ROOM, 2)
-    state, ram = env.clone_state(), env.ale.getRAM().copy()
-    env.close()
-    path = save_start_states(tmp_path / "states.npz", {"entry": (state, ram, 1)})
+    path, _ = entered_room_2_from_room_1(tmp_path)
 
     def first_steps_after(edit, **options):
         env = MontezumaEnv({**DETERMINISTIC, "start_states": str(path), "start_state": "entry", **options})
