@@ -15,6 +15,8 @@ A π* folder (the `module/` of `ftcl pretrain`'s output) is an RLModule checkpoi
 - target networks are not stored: they *follow* their networks, i.e. on load each target is set
   to a copy of its network (θ̄ ← θ, as at the start of every SAC run; at the end of pre-training
   θ̄ differs from θ only by the Polyak lag), which keeps the artifact small.
+- a teacher that a recurrent module carries for kickstarting (`teacher_copies`) is not stored
+  either: on load it is set to π*'s network, the frozen copy it is meant to be.
 
 Loading (`load_pi_star_into`) is strict: every tensor of the receiving module except its targets
 must be in the checkpoint with the same shape, and nothing else may be — a checkpoint without
@@ -84,6 +86,13 @@ def target_network_prefixes(module: torch.nn.Module) -> dict[str, str]:
             if id(target) in names and id(network) in names}
 
 
+def follower_prefixes(module: torch.nn.Module) -> dict[str, str]:
+    """{prefix: network prefix} of what is not stored in π* but set from its network on load: target
+    networks and a carried teacher (`RetentionPolicyAPI.teacher_copies`)."""
+    copies = getattr(module, "teacher_copies", None)
+    return {**target_network_prefixes(module), **(copies() if copies is not None else {})}
+
+
 def _under(name: str, prefixes: Any) -> str | None:
     for prefix in prefixes:
         if name == prefix or name.startswith(prefix + "."):
@@ -92,8 +101,8 @@ def _under(name: str, prefixes: Any) -> str | None:
 
 
 def agent_parts(module: torch.nn.Module) -> dict[str, list[str]]:
-    """The module's state tensors (targets excluded) grouped as actor, critics and other."""
-    targets = target_network_prefixes(module)
+    """The module's state tensors (targets and a carried teacher excluded) grouped as actor, critics and other."""
+    targets = follower_prefixes(module)
     actor = set(module.actor_parameters())  # type: ignore[attr-defined]
     critics = set(module.critic_parameters()) - actor  # type: ignore[attr-defined]
     parts: dict[str, list[str]] = {"actor": [], "critics": [], "other": []}
@@ -179,10 +188,11 @@ def _describe(names_by_part: dict[str, list[str]], shown: int = 4) -> str:
 
 
 def load_pi_star_into(module: torch.nn.Module, pi_star: PiStar) -> None:
-    """Set every tensor of `module` from π* (targets follow their networks); strict (module doc)."""
+    """Set every tensor of `module` from π* (targets and a carried teacher follow their networks);
+    strict (module doc)."""
     import torch
 
-    targets = target_network_prefixes(module)
+    targets = follower_prefixes(module)
     current = module.state_dict()
     expected = {name: tensor for name, tensor in current.items() if not _under(name, targets)}
     parts = agent_parts(module)
@@ -209,7 +219,7 @@ def load_pi_star_into(module: torch.nn.Module, pi_star: PiStar) -> None:
               for name, tensor in expected.items()}
     for name in current:
         target = _under(name, targets)
-        if target is not None:  # θ̄ ← θ
+        if target is not None:  # θ̄ ← θ (a carried teacher: θ_teacher ← θ*)
             network_name = targets[target] + name[len(target):]
             loaded[name] = loaded[network_name].clone()
     module.load_state_dict(loaded, strict=True)

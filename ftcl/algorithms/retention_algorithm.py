@@ -111,7 +111,16 @@ class RetentionConfigMixin:
         )
         check_retention_settings(settings, type(self).__name__, self.supports_replay)
         self.learner_config_dict = {**(self.learner_config_dict or {}), RETENTION_CONFIG_KEY: settings}  # type: ignore[has-type]
+        self._carry_teacher_if_needed(settings.method)
         return self
+
+    def _carry_teacher_if_needed(self, method: RetentionMethod) -> None:
+        """A module class that can carry a frozen teacher along its rollouts (a recurrent one, which
+        names the model_config key in `carries_teacher_option`) builds it when the method needs a teacher."""
+        spec = getattr(self, "_rl_module_spec", None)
+        option = getattr(getattr(spec, "module_class", None), "carries_teacher_option", None)
+        if option and method.needs_teacher:
+            spec.model_config = {**(spec.model_config or {}), option: True}  # type: ignore[union-attr]
 
     @property
     def retention_settings(self) -> RetentionSettings | None:

@@ -8,7 +8,8 @@ What it adds to an RLlib `TorchLearner` (it must come first in the bases):
     and a training gate (skip-train, critic warm-up, freeze windows);
   * `prepare_retention(data)` — called by the Algorithm *after* the pre-trained weights are
     loaded into this learner's module — captures θ*, the frozen teacher π* (for methods that
-    declare `needs_teacher`), the Fisher F and the BC buffer; until then a term refuses to run;
+    declare `needs_teacher`; a recurrent module carries its own, which π*'s load set and which
+    is checked here), the Fisher F and the BC buffer; until then a term refuses to run;
   * `compute_loss_for_module` adds the term's λ·R(θ) to the RL loss (SAC puts the actor side into
     the policy optimizer's loss, each critic's part into that critic's loss) and logs
     `retention_<term>_loss|penalty|coeff`;
@@ -41,11 +42,21 @@ from ftcl.algorithms.retention_algorithm import RETENTION_CONFIG_KEY, RetentionS
 from ftcl.retention.finetune import FinetuneMethod
 from ftcl.retention.freezing import TrainingGate
 from ftcl.retention.method import RetentionMethod
-from ftcl.retention.policy_api import RetentionPolicyAPI
+from ftcl.retention.policy_api import TEACHER_ACTION_DIST_INPUTS, RetentionPolicyAPI
 from ftcl.retention.term import RetentionTerm, TermInputs
 
 RETENTION_STATE_KEY = "ftcl_retention_term"
 """Key of the term's state in the learner's `get_state()`."""
+
+
+def check_carried_teacher(policy: RetentionPolicyAPI) -> None:
+    """RuntimeError unless every carried teacher equals its network (θ*, as π*'s load set it)."""
+    for teacher_name, network_name in policy.teacher_copies().items():
+        teacher, network = policy.get_submodule(teacher_name), policy.get_submodule(network_name)  # type: ignore[attr-defined]
+        for (name, value), (_, expected) in zip(teacher.state_dict().items(), network.state_dict().items()):
+            if not torch.equal(value, expected):
+                raise RuntimeError(f"the carried teacher {teacher_name!r} differs from π* at {name}: it must be "
+                                   "set from π* (load_pi_star) before retention is prepared")
 
 
 class RetentionLearnerMixin:
@@ -116,7 +127,9 @@ class RetentionLearnerMixin:
                 )
         if term is not None:
             teacher = None
-            if self.retention_method.needs_teacher:
+            if self.retention_method.needs_teacher and policy.carries_teacher:
+                check_carried_teacher(policy)
+            elif self.retention_method.needs_teacher:
                 teacher = copy.deepcopy(policy)
                 teacher.eval()  # type: ignore[attr-defined]
                 teacher.requires_grad_(False)  # type: ignore[attr-defined]
@@ -165,7 +178,8 @@ class RetentionLearnerMixin:
             )
         inputs = TermInputs(observations=batch.get(Columns.OBS),
                             student_distribution_inputs=fwd_out.get(Columns.ACTION_DIST_INPUTS),
-                            mask=batch.get(Columns.LOSS_MASK))
+                            mask=batch.get(Columns.LOSS_MASK),
+                            teacher_distribution_inputs=fwd_out.get(TEACHER_ACTION_DIST_INPUTS))
         actor_loss = term.loss(inputs)
         # The term's metrics are logged with window=1, so only the last minibatch's values survive
         # the reduction: `after_gradient_based_update` logs them once per `update()` call.

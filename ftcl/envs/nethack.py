@@ -8,10 +8,14 @@ because `NetHackChallenge` forbids NLE's seeding, and ftcl seeds: a seed (the op
 `reset(seed=)`) starts a generator that draws NLE's core and display seeds for each game
 (`seed(core, disp, reseed=False)`), so the same seed replays the same games.
 
-Observation: one uint8 array (3, 24, 80) — the terminal as the agent sees it: channel 0 the
-characters (`tty_chars`), 1 their colours (`tty_colors` as NLE gives them, 0–31), 2 a mask with 1
-at the cursor (`tty_cursor`). The top line (messages) and the
-bottom two lines (status) are rows 0 and 22–23 of the same screen, as in the authors' encoder.
+Observation: a dict of the paper model's two inputs (§B.1, `use_prev_action`):
+  * `tty`: uint8 (3, 24, 80) — the terminal as the agent sees it: channel 0 the characters
+    (`tty_chars`), 1 their colours (`tty_colors` as NLE gives them, 0–31), 2 a mask with 1 at the
+    cursor (`tty_cursor`). The top line (messages) and the bottom two lines (status) are rows 0
+    and 22–23 of the same screen, as in the authors' encoder;
+  * `prev_action`: int64 scalar — the agent's action of the step before (−1 at an episode's first
+    step). The authors' learner keeps it beside the rollout; here the env hands it over, so RLlib's
+    episodes, a recurrent module's training sequences and ttyrec datasets carry it alike.
 
 FAR starts (paper Fig. 5): the authors restore AutoAscend's saved games on dungeon level 4 and
 on the first Sokoban level, with a fork of NLE that stock NLE 1.3 lacks. Here a FAR episode
@@ -136,7 +140,10 @@ class NetHackEnv(gym.Env):
                 observation_keys=("tty_chars", "tty_colors", "tty_cursor", "blstats", "glyphs", "message", "internal"),
             )
         self.action_space = gym.spaces.Discrete(self._agent_actions)
-        self.observation_space = gym.spaces.Box(0, 255, (3, *SCREEN), np.uint8)
+        self.observation_space = gym.spaces.Dict({
+            "tty": gym.spaces.Box(0, 255, (3, *SCREEN), np.uint8),
+            "prev_action": gym.spaces.Box(-1, self._agent_actions - 1, (), np.int64),
+        })
         self._games: np.random.Generator | None = None
         self._first_reset = True
         self._last: dict[str, np.ndarray] = {}
@@ -146,8 +153,9 @@ class NetHackEnv(gym.Env):
         self._steps = self._no_progress = 0
 
     # ---- observations and metrics ----
-    def _observation(self, raw: dict[str, np.ndarray]) -> np.ndarray:
-        return tty_observation(raw["tty_chars"], raw["tty_colors"], raw["tty_cursor"])
+    def _observation(self, raw: dict[str, np.ndarray], prev_action: int = -1) -> dict[str, np.ndarray]:
+        return {"tty": tty_observation(raw["tty_chars"], raw["tty_colors"], raw["tty_cursor"]),
+                "prev_action": np.asarray(prev_action, np.int64)}
 
     def _track(self, previous: dict[str, np.ndarray] | None, raw: dict[str, np.ndarray]) -> None:
         """Update the episode's metrics; `previous` holds copies of the last step's `blstats` and
@@ -250,7 +258,7 @@ class NetHackEnv(gym.Env):
         self._track(previous, raw)
         truncated = not terminated and (self._steps >= self.options.max_episode_steps
                                         or self._no_progress >= self.options.no_progress_timeout)
-        return self._observation(raw), float(reward), bool(terminated), bool(truncated), self._info()
+        return self._observation(raw, int(action)), float(reward), bool(terminated), bool(truncated), self._info()
 
     def close(self):
         self._nle.close()

@@ -75,8 +75,9 @@ class DescendBot:
                                                "visited": np.zeros((MAP_ROWS, COLUMNS), bool)})
 
     # ---------------------------------------------------------------- acting
-    def action(self, obs: np.ndarray) -> int:
-        chars, colours, cursor = obs[0], obs[1], obs[2]
+    def action(self, observation: dict[str, np.ndarray]) -> int:
+        """The next key for the env's observation (`ftcl.envs.nethack`: its `tty` is what the diver reads)."""
+        chars, colours, cursor = observation["tty"]
         lines = [bytes(row).decode("latin-1") for row in chars]
         top = lines[0]
         if self._pending:

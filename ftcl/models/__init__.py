@@ -25,6 +25,8 @@ MODELS: dict[str, ModelEntry | None] = {
                                 "the paper's RoboticSequence SAC MLPs with one output head per stage"),
     "rnd_cnn": ModelEntry("ftcl.models.rnd_cnn", "RNDPolicyModule",
                           "the paper's Montezuma PPO + RND CNNs: policy, two value heads, RND target and predictor"),
+    "tty_lstm": ModelEntry("ftcl.models.tty_lstm_module", "TtyLSTMModule",
+                           "the paper's NetHack tty encoder + LSTM (policy, baseline; APPO), widths configurable"),
     "mlp_sac": ModelEntry("ftcl.models.mlp_sac", "MLPSACTorchRLModule",
                           "the paper's SAC MLPs (LayerNorm + tanh first layer), one head"),
 }

@@ -77,11 +77,25 @@ class BottomLinesEncoder(nn.Module):
         return self.fwd_net(self.conv_net(torch.stack([(codes - 32) / 96, digits], dim=1)).flatten(1))
 
 
+class RunningStatsBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that always normalises with its running statistics (as `eval()` does), in train mode too.
+
+    Behaviour policy (EnvRunners, a step at a time), learner, frozen teacher and APPO's old policy
+    then compute the same function of the same weights, which v-trace's importance ratios and the
+    KL terms presuppose; batch statistics would make each depend on its batch. The statistics come
+    with the weights (a paper checkpoint's, or the initial 0 and 1) and are not updated; the
+    checkpoint keys are BatchNorm's own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
 class ResBlock(nn.Module):
     def __init__(self, channels: int, kernel: int, layers: int = 2):
         super().__init__()
         self.net = nn.Sequential(*[module for _ in range(layers) for module in
-                                   (nn.Conv2d(channels, channels, kernel, padding=kernel // 2), nn.BatchNorm2d(channels), nn.ELU())])
+                                   (nn.Conv2d(channels, channels, kernel, padding=kernel // 2),
+                                    RunningStatsBatchNorm2d(channels), nn.ELU())])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x) + x
@@ -145,7 +159,7 @@ class TtyLSTMNet(nn.Module):
         self.crop = Crop(MAP_ROWS, COLUMNS, config.crop_dim)
         edim, layers = config.char_edim + config.color_edim, []
         for in_channels, out_channels in zip([edim, 16, 16, 16, 16], [16, 16, 16, 16, 8]):
-            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ELU()]
+            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), RunningStatsBatchNorm2d(out_channels), nn.ELU()]
         self.extract_crop_representation = nn.Sequential(*layers)
         encoded = (config.msg_hdim + self.bottomline_encoder.h_dim + config.fc_after_cnn_hdim
                    + (config.num_actions if config.use_prev_action else 0) + config.crop_dim ** 2 * 8)
@@ -173,21 +187,33 @@ class TtyLSTMNet(nn.Module):
         parts.append(self.extract_crop_representation(embedded).flatten(1))
         return self.fc(torch.cat(parts, dim=1))
 
-    def forward(self, obs: torch.Tensor, prev_actions: torch.Tensor, is_first: torch.Tensor,
-                state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """(B, T, 3, 24, 80), (B, T), (B, T) bool, state ((1, B, h), (1, B, h)) -> logits (B, T, |A|),
-        values (B, T), state after the last step. The LSTM runs step by step: its state is zeroed
-        before each step that starts an episode."""
+    def core_outputs(self, obs: torch.Tensor, prev_actions: torch.Tensor, is_first: torch.Tensor | None,
+                     state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """(B, T, 3, 24, 80), (B, T), (B, T) bool or None, state ((1, B, h), (1, B, h)) -> the LSTM's
+        outputs x_t (B, T, h) and its state after the last step. Where `is_first` marks a step that
+        starts an episode, the state is zeroed before it (stepwise); None: no episode starts inside
+        the sequences (RLlib's), so the LSTM runs over them in one call."""
         batch, steps = obs.shape[:2]
         features = self.encode(obs.flatten(0, 1), prev_actions.flatten(0, 1)).view(batch, steps, -1)
         h, c = state
+        if is_first is None or not bool(is_first[:, 1:].any()):
+            if is_first is not None:
+                keep = (~is_first[:, 0]).float()[None, :, None]
+                h, c = h * keep, c * keep
+            core, (h, c) = self.core(features.transpose(0, 1), (h, c))
+            return core.transpose(0, 1), (h, c)
         outputs = []
         for t in range(steps):
             keep = (~is_first[:, t]).float()[None, :, None]
             out, (h, c) = self.core(features[:, t][None], (h * keep, c * keep))
             outputs.append(out[0])
-        core = torch.stack(outputs, dim=1)
-        return self.policy(core), self.baseline(core).squeeze(-1), (h, c)
+        return torch.stack(outputs, dim=1), (h, c)
+
+    def forward(self, obs: torch.Tensor, prev_actions: torch.Tensor, is_first: torch.Tensor | None,
+                state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """As `core_outputs`, then the heads: logits (B, T, |A|), values (B, T), the state after the last step."""
+        core, state = self.core_outputs(obs, prev_actions, is_first, state)
+        return self.policy(core), self.baseline(core).squeeze(-1), state
 
 
 def parameter_count(net: nn.Module) -> int:

@@ -2,6 +2,11 @@
 
 λ_t ← max(floor, λ_t·decay) after every optimizer step that moves the actor; λ_t is part of the
 learner's checkpointed state, so a resumed trial continues the schedule where it stopped.
+
+A recurrent policy carries its teacher (`RetentionPolicyAPI.carries_teacher`): the teacher ran
+along the rollouts with its own LSTM state and its outputs on the batch's steps arrive with the
+student's (`TermInputs.teacher_distribution_inputs`); a feed-forward teacher is run here, on the
+batch's observations.
 """
 from __future__ import annotations
 
@@ -38,12 +43,20 @@ class KSTerm(RetentionTerm):
         self._policy: RetentionPolicyAPI | None = None
 
     def _prepare(self, policy: RetentionPolicyAPI, data: RetentionData | None, teacher: RetentionPolicyAPI | None) -> None:
-        if teacher is None:
-            raise ValueError("kickstarting needs a frozen teacher π*: pass teacher= to prepare()")
+        if teacher is None and not policy.carries_teacher:
+            raise ValueError("kickstarting needs a frozen teacher π*: pass teacher= to prepare(), or a policy "
+                             "that carries one")
         self._policy, self._teacher = policy, teacher
 
     def _penalty(self, inputs: TermInputs) -> torch.Tensor:
-        assert self._teacher is not None and self._policy is not None
+        assert self._policy is not None
+        if self._teacher is None:  # carried: the teacher's outputs come with the batch
+            if inputs.teacher_distribution_inputs is None or inputs.student_distribution_inputs is None:
+                raise ValueError("kickstarting with a carried teacher needs the forward pass's student and "
+                                 "teacher outputs")
+            student_inputs = self._policy.sampled_distribution_inputs(inputs.student_distribution_inputs)
+            return self._masked_mean(retention_kl(inputs.teacher_distribution_inputs, student_inputs,
+                                                  self._policy.policy_distribution_kind, self.kl_direction), inputs)
         if inputs.observations is None:
             raise ValueError("kickstarting needs the online batch's observations")
         if inputs.student_distribution_inputs is None:
@@ -53,6 +66,11 @@ class KSTerm(RetentionTerm):
         with torch.no_grad():
             teacher_inputs = self._teacher.policy_distribution_inputs(inputs.observations)
         kl = retention_kl(teacher_inputs, student_inputs, self._policy.policy_distribution_kind, self.kl_direction)
+        return self._masked_mean(kl, inputs)
+
+    @staticmethod
+    def _masked_mean(kl: torch.Tensor, inputs: TermInputs) -> torch.Tensor:
+        """The mean over valid steps (`inputs.mask`; padding excluded)."""
         if inputs.mask is not None:
             mask = inputs.mask.bool()
             return kl[mask].sum() / mask.sum().clamp_min(1)

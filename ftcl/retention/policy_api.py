@@ -7,7 +7,11 @@ fine-tuned with retention inherits this class and says, in its own terms,
     shared by a policy head and value heads, or an LSTM core shared by policy and baseline, is
     the actor's, since the policy output depends on it;
   * the inputs of the action distribution the policy *samples from* for a batch of
-    observations (with gradients, and with the recurrent state where the module has one).
+    observations (with gradients, and with the recurrent state where the module has one);
+  * for recurrent modules, whether it *carries* a frozen teacher π* that runs beside it along the
+    rollouts with its own recurrent state (`carries_teacher`; its outputs come with the training
+    forward pass as `fwd_out[TEACHER_ACTION_DIST_INPUTS]`) and which sub-modules are such copies
+    that follow their network when π* is loaded (`teacher_copies`).
 Retention learners require it through `rl_module_required_apis`. Plain PyTorch: no RLlib import.
 """
 from __future__ import annotations
@@ -20,6 +24,10 @@ from torch import nn
 
 from ftcl.retention.distributions import DistributionKind, distribution_kind_for_action_space
 from ftcl.retention.freezing import parameter_in_module
+
+
+TEACHER_ACTION_DIST_INPUTS = "teacher_action_dist_inputs"
+"""fwd_out key of a carried teacher's distribution inputs (training forward passes)."""
 
 
 class RetentionPolicyAPI(abc.ABC):
@@ -49,6 +57,16 @@ class RetentionPolicyAPI(abc.ABC):
         log σ to [−5, 2]), so that a KL or a Fisher is taken on what the policy samples from.
         """
         return action_dist_inputs
+
+    @property
+    def carries_teacher(self) -> bool:
+        """True if the module runs a frozen teacher π* beside itself (see the module doc)."""
+        return False
+
+    def teacher_copies(self) -> dict[str, str]:
+        """{teacher sub-module: the network it copies}, set from that network's π* tensors on load and
+        not written to π* (like target networks); {} for modules without a carried teacher."""
+        return {}
 
     @property
     def policy_distribution_kind(self) -> DistributionKind:

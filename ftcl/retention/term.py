@@ -27,9 +27,11 @@ class TermInputs:
     excluded.
     """
 
-    observations: torch.Tensor | None = None
+    observations: Any = None
     student_distribution_inputs: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    teacher_distribution_inputs: torch.Tensor | None = None
+    """A carried teacher's outputs on the same steps (`RetentionPolicyAPI.carries_teacher`), else None."""
 
 
 RetentionData = Mapping[str, np.ndarray]

@@ -18,7 +18,8 @@ def key(env: NetHackEnv, char: str):
 
 
 def play(env: NetHackEnv, keys: str) -> list[np.ndarray]:
-    return [key(env, char)[0] for char in keys]
+    """The terminals the env shows after each key."""
+    return [key(env, char)[0]["tty"] for char in keys]
 
 
 WALK = "hjklyubn" * 6 + "s" * 10
@@ -28,12 +29,12 @@ def test_the_same_seed_replays_the_same_games_and_another_seed_does_not():
     first, second, other = (NetHackEnv({"seed": seed}) for seed in (5, 5, 6))
     try:
         for game in range(2):  # the seed starts a sequence of games: the second game replays too
-            starts = [env.reset()[0] for env in (first, second, other)]
+            starts = [env.reset()[0]["tty"] for env in (first, second, other)]
             assert np.array_equal(starts[0], starts[1])
             assert np.array_equal(np.stack(play(first, WALK)), np.stack(play(second, WALK)))
         assert not np.array_equal(starts[0], starts[2])
         _, info = first.reset(seed=11)
-        assert np.array_equal(first.reset(seed=11)[0], other.reset(seed=11)[0])
+        assert np.array_equal(first.reset(seed=11)[0]["tty"], other.reset(seed=11)[0]["tty"])
     finally:
         for env in (first, second, other):
             env.close()
@@ -41,8 +42,13 @@ def test_the_same_seed_replays_the_same_games_and_another_seed_does_not():
 
 def test_observation_is_the_terminal_with_a_cursor_mask():
     env = NetHackEnv({"seed": 0})
-    obs, info = env.reset()
+    observation, info = env.reset()
+    _, _, _, _, _ = env.step(3)
+    second, *_ = env.step(5)
     env.close()
+    assert env.observation_space.contains(observation) and env.observation_space.contains(second)
+    assert int(observation["prev_action"]) == -1 and int(second["prev_action"]) == 5
+    obs = observation["tty"]
     assert obs.shape == (3, 24, 80) and obs.dtype == np.uint8
     top = bytes(obs[0, 0]).decode("latin-1")
     assert "welcome to NetHack" in top and "neutral male human Monk" in top
@@ -58,8 +64,8 @@ def test_far_starts_land_on_their_level_as_a_human_monk(start, depths, dungeon):
     env = NetHackEnv({"seed": 1, "start": start})
     try:
         for seed in (1, 2, 3):
-            obs, info = env.reset(seed=seed)
-            depth = info["depth"]
+            observation, info = env.reset(seed=seed)
+            obs, depth = observation["tty"], info["depth"]
             assert depth in depths and info["dungeon"] == dungeon
             assert info["score"] == 0.0, "score counts from the start state"
             assert f"Dlvl:{depth}" in bytes(obs[0, 23]).decode("latin-1")

@@ -25,7 +25,7 @@ def record(root, games: int) -> tuple[list[list[int]], list[list[np.ndarray]]]:
         played, seen = [], []
         moves = [keys.index(ord(c)) for c in rng.choice(list("hjklyubn"), 4 + 3 * game)]
         for action in moves + [keys.index(ord(c)) for c in QUIT]:
-            seen.append(obs)
+            seen.append(obs["tty"])
             played.append(action)
             obs, _, terminated, truncated, _ = env.step(action)
             if terminated or truncated:
