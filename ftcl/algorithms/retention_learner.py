@@ -39,6 +39,7 @@ from ray.rllib.utils.typing import ModuleID, ParamDict, TensorType
 
 from ftcl.algorithms.pi_star import InitialAlpha, PiStar, load_pi_star_into, read_pi_star, save_pi_star
 from ftcl.algorithms.retention_algorithm import RETENTION_CONFIG_KEY, RetentionSettings
+from ftcl.data.retention_data import TTYREC_DATABASE
 from ftcl.retention.finetune import FinetuneMethod
 from ftcl.retention.freezing import TrainingGate
 from ftcl.retention.method import RetentionMethod
@@ -47,6 +48,21 @@ from ftcl.retention.term import RetentionTerm, TermInputs
 
 RETENTION_STATE_KEY = "ftcl_retention_term"
 """Key of the term's state in the learner's `get_state()`."""
+
+
+def with_sequence_stream(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """π*'s data with `sequences` — a factory of dataset streams for sequence BC — where the data is
+    a ttyrec database (`ftcl.data.retention_data`); other data unchanged."""
+    if data is None or TTYREC_DATABASE not in data:
+        return data
+    from ftcl.data.ttyrecs import TtyrecBatches
+
+    path = str(data[TTYREC_DATABASE])
+
+    def sequences(batch_size: int, sequence_length: int):
+        return iter(TtyrecBatches(path, batch_size, sequence_length, shuffle=True, loop_forever=True))
+
+    return {**data, "sequences": sequences}
 
 
 def check_carried_teacher(policy: RetentionPolicyAPI) -> None:
@@ -117,6 +133,7 @@ class RetentionLearnerMixin:
         """
         policy = self._retention_module()
         term = self.retention_term
+        data = with_sequence_stream(data)
         observation_shape = getattr(policy.observation_space, "shape", None)  # type: ignore[attr-defined]
         if observation_shape and term is not None:
             probe = policy.policy_distribution_inputs(torch.zeros((1,) + tuple(observation_shape), device=self._device))  # type: ignore[attr-defined]

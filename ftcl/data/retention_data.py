@@ -5,6 +5,12 @@ action_dist_inputs (π*'s distribution inputs at obs). What a method reads is wh
 (`RetentionMethod.data_needs`): BC and EWC `obs` (EWC with `fisher_labels: dataset` also
 `actions`, BC with `teacher_labels: dataset` `action_dist_inputs`); EM the full transitions.
 Written by `ftcl.pretrain.data` (π*'s rollouts) and `ftcl.pretrain.demonstrations`.
+
+For recurrent policies (NetHack) π*'s data may instead be a ttyrec database (`*.db`, made by
+`ftcl.data.ttyrecs.ttyrec_database`: NLD-AA or games ftcl recorded). Its "shape" is
+{`ttyrec_games`: (number of games,)}, so the same checks count its games (sequence BC needs at
+least one game per batch row), and loading it gives {`ttyrec_database`: its path}: the learner
+streams sequences from it (`ftcl.data.ttyrecs.TtyrecBatches`) rather than holding arrays.
 """
 from __future__ import annotations
 
@@ -15,6 +21,10 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+TTYREC_GAMES = "ttyrec_games"
+"""The one key of a ttyrec database's shapes: its number of games (module doc)."""
+TTYREC_DATABASE = "ttyrec_database"
+"""The one key of a loaded ttyrec database: its path."""
 TRANSITION_KEYS = ("obs", "actions", "rewards", "next_obs", "terminateds", "truncateds")
 ALL_KEYS = TRANSITION_KEYS + ("action_dist_inputs",)
 
@@ -35,7 +45,8 @@ def check_retention_shapes(
         raise ValueError(f"{source} has arrays of different lengths: {lengths}")
     rows = next(iter(lengths.values()), 0)
     if rows < min_rows:
-        raise ValueError(f"{source} holds {rows} rows; at least {min_rows} are needed")
+        unit = "games" if TTYREC_GAMES in shapes else "rows"
+        raise ValueError(f"{source} holds {rows} {unit}; at least {min_rows} are needed")
 
 
 def check_retention_data(
@@ -56,6 +67,10 @@ def retention_data_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"retention data file not found: {path}")
+    if path.suffix == ".db":
+        from ftcl.data.ttyrecs import count_games
+
+        return {TTYREC_GAMES: (count_games(path),)}
     shapes: dict[str, tuple[int, ...]] = {}
     try:
         with zipfile.ZipFile(path) as archive:
@@ -95,6 +110,8 @@ def load_retention_data(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"retention data file not found: {path}")
+    if path.suffix == ".db":
+        return {TTYREC_DATABASE: np.asarray(str(path.resolve()))}
     stat = path.stat()
     return dict(_read_arrays(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
 

@@ -41,7 +41,7 @@ import gymnasium as gym
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCREEN = (24, 80)
+from ftcl.data.ttyrecs import SCREEN, tty_observation
 SOKOBAN_DUNGEON = 4
 """`blstats` dungeon number of Sokoban in NetHack 3.6's dungeon.def order (Doom, Gehennom, Mines,
 Quest, Sokoban, ...)."""
@@ -66,7 +66,7 @@ class Options(BaseModel):
     """Seed of the first reset when `reset` is called without one (None: fresh entropy)."""
     ttyrec_dir: str | None = None
     """Record every game to this folder (NLE's `.ttyrec3.bz2` files and its `xlogfile`; games enter
-    the xlogfile when they end), readable by `ftcl.envs.nethack_ttyrecs`."""
+    the xlogfile when they end), readable by `ftcl.data.ttyrecs`."""
 
     @field_validator("start")
     @classmethod
@@ -87,27 +87,6 @@ def _character_options(character: str) -> tuple[str, ...]:
     """NetHack options that pick the character (wizard mode ignores NLE's name-based choice)."""
     role, race, alignment, gender = character.split("-")
     return (f"role:{role}", f"race:{race}", f"align:{alignment}", f"gender:{gender}")
-
-
-def tty_observation(chars: np.ndarray, colors: np.ndarray, cursor: np.ndarray) -> np.ndarray:
-    """The observation layout (module doc) of terminal frames: (..., 24, 80) characters and colours
-    and (..., 2) cursors (row, column) -> (..., 3, 24, 80) uint8."""
-    chars, colors, cursor = np.asarray(chars), np.asarray(colors), np.asarray(cursor)
-    if chars.ndim == 2:  # one frame, as the env makes every step: no batch bookkeeping
-        obs = np.zeros((3, *SCREEN), np.uint8)
-        obs[0], obs[1] = chars, colors.astype(np.uint8)
-        row, col = int(cursor[0]), int(cursor[1])
-        if 0 <= row < SCREEN[0] and 0 <= col < SCREEN[1]:
-            obs[2, row, col] = 1
-        return obs
-    lead = chars.shape[:-2]
-    obs = np.zeros((int(np.prod(lead, dtype=np.int64)), 3, *SCREEN), np.uint8)
-    obs[:, 0] = chars.reshape(-1, *SCREEN)
-    obs[:, 1] = colors.reshape(-1, *SCREEN).astype(np.uint8)
-    rows, cols = (cursor.reshape(-1, 2)[:, i].astype(np.int64) for i in (0, 1))
-    inside = np.flatnonzero((rows >= 0) & (rows < SCREEN[0]) & (cols >= 0) & (cols < SCREEN[1]))
-    obs[inside, 2, rows[inside], cols[inside]] = 1
-    return obs.reshape(*lead, 3, *SCREEN)
 
 
 class NetHackEnv(gym.Env):

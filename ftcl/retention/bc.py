@@ -15,7 +15,7 @@ import torch
 from pydantic import NonNegativeFloat, PositiveInt
 
 from ftcl.retention.distributions import KLDirection, retention_kl
-from ftcl.retention.method import DataNeeds, RetentionMethod, ZeroCriticCoeff
+from ftcl.retention.method import TTYREC_GAMES, DataNeeds, RetentionMethod, ZeroCriticCoeff
 from ftcl.retention.policy_api import RetentionPolicyAPI, module_device
 from ftcl.retention.term import (RetentionData, RetentionTerm, TermInputs, as_float_tensor, as_observation_tensor,
                                  float_observations, require_data)
@@ -112,16 +112,27 @@ class BCMethod(RetentionMethod):
     teacher_labels: TeacherLabels = "pretrained"
     """pretrained: label B with π*'s outputs when the trial starts (the paper); dataset: use the
     data file's stored `action_dist_inputs` (e.g. scripted demonstrations), so no π* is needed."""
+    sequence_length: PositiveInt | None = None
+    """Recurrent policies (NetHack): BC on dataset sequences of this many steps, `batch_size` rows,
+    LSTM states carried across consecutive minibatches (`ftcl.retention.bc_sequences`); π*'s data
+    is then a ttyrec database. None: a buffer of stored states (`buffer_size`)."""
 
     @property
     def starts_from_pretrained(self) -> bool:
         return self.teacher_labels == "pretrained"
 
     def data_needs(self) -> DataNeeds:
+        if self.sequence_length is not None:  # a ttyrec database with a game per batch row
+            return DataNeeds((TTYREC_GAMES,), self.batch_size)
         keys = ("obs", "action_dist_inputs") if self.teacher_labels == "dataset" else ("obs",)
         return DataNeeds(keys, self.buffer_size)
 
     def build_term(self, seed: int = 0) -> RetentionTerm:
+        if self.sequence_length is not None:
+            from ftcl.retention.bc_sequences import SequenceBCTerm
+
+            return SequenceBCTerm(self.coeff, batch_size=self.batch_size, sequence_length=self.sequence_length,
+                                  kl_direction=self.kl_direction, teacher_labels=self.teacher_labels)
         return BCTerm(
             self.coeff, kl_direction=self.kl_direction, buffer_size=self.buffer_size,
             batch_size=self.batch_size, seed=seed, teacher_labels=self.teacher_labels,

@@ -4,6 +4,13 @@ Per-sample squared gradients are computed with `torch.func` (`vmap` over `grad`/
 `functional_call`), in chunks of states to bound memory; a plain per-state loop is the fallback
 for modules that `vmap` cannot trace. Both give the same numbers; vmap is ~an order of magnitude
 faster on CPU for small MLPs.
+
+Recurrent policies (NetHack, `sequence_length` set) take F from dataset sequences instead, as the
+authors' EWC branch does (anchors §1.6): over `fisher_batches` minibatches of `fisher_batch_size`
+game streams × `sequence_length` steps from π*'s ttyrec database (the LSTM state carried from one
+minibatch to the next, reset where a game starts), F += (∂ CE(π_θ*(·|h_t), label)/∂θ)² of each
+minibatch's mean cross-entropy over valid steps, divided by the number of minibatches — a
+per-batch empirical Fisher, not per-sample squares. Labels as `fisher_labels` (the authors: argmax).
 """
 from __future__ import annotations
 
@@ -13,11 +20,12 @@ import numpy as np
 from pydantic import NonNegativeFloat, PositiveInt
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.func import functional_call, grad, jacrev, vmap
 
 from ftcl.retention.anchoring import AnchoredParameterTerm
 from ftcl.retention.distributions import categorical_log_prob, split_gaussian_inputs
-from ftcl.retention.method import DataNeeds, RetentionMethod, ZeroCriticCoeff
+from ftcl.retention.method import TTYREC_GAMES, DataNeeds, RetentionMethod, ZeroCriticCoeff
 from ftcl.retention.policy_api import RetentionPolicyAPI, module_device
 from ftcl.retention.term import RetentionData, RetentionTerm, as_float_tensor, require_data
 
@@ -139,6 +147,36 @@ def categorical_policy_fisher(
     return {name: total / len(observations) for name, total in totals.items()}
 
 
+def sequence_fisher(policy: RetentionPolicyAPI, parameter_names: list[str], stream, batches: int,
+                    labels: FisherLabels, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The per-minibatch empirical Fisher of a recurrent policy on dataset sequences (module doc)."""
+    device = module_device(policy)  # type: ignore[arg-type]
+    available = dict(policy.named_parameters())  # type: ignore[attr-defined]
+    parameters = [available[name] for name in parameter_names]
+    totals = [torch.zeros_like(p) for p in parameters]
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    state = None
+    for _ in range(batches):
+        batch = next(stream)
+        observations = {"tty": torch.as_tensor(batch["obs"], device=device),
+                        "prev_action": torch.as_tensor(batch["prev_actions"], device=device)}
+        valid = torch.as_tensor(batch["valid"], device=device)
+        logits, state = policy.recurrent_distribution_inputs(observations, torch.as_tensor(batch["is_first"], device=device), state)
+        state = {key: value.detach() for key, value in state.items()}
+        logits = logits[valid]
+        if labels == "argmax":
+            target = logits.detach().argmax(-1)
+        elif labels == "sampled":
+            target = torch.multinomial(logits.detach().softmax(-1).cpu(), 1, generator=generator).squeeze(-1).to(device)
+        else:
+            target = torch.as_tensor(batch["actions"], device=device)[valid]
+        gradients = torch.autograd.grad(F.cross_entropy(logits, target), parameters, allow_unused=True)
+        for total, gradient in zip(totals, gradients):
+            if gradient is not None:
+                total += gradient.detach() ** 2
+    return {name: total / batches for name, total in zip(parameter_names, totals)}
+
+
 class EWCTerm(AnchoredParameterTerm):
     """λ·Σ_i F_i (θ_i − θ*_i)² over the actor; F is the diagonal Fisher at θ* (see module doc)."""
 
@@ -153,7 +191,9 @@ class EWCTerm(AnchoredParameterTerm):
         fisher_batch_size: int = 256,
         fisher_floor: float = 1e-5,
         seed: int = 0,
+        sequence_length: int | None = None,
     ) -> None:
+        self.sequence_length = sequence_length
         if critic_coeff > 0:
             raise ValueError(
                 "EWC on critic parameters is not supported (π*'s Fisher does not cover the critic; "
@@ -169,6 +209,11 @@ class EWCTerm(AnchoredParameterTerm):
         self._fisher_mean_of: dict[str, torch.Tensor] | None = None
 
     def _importance_weights(self, policy: RetentionPolicyAPI, data: RetentionData | None) -> dict[str, torch.Tensor]:
+        if self.sequence_length is not None:
+            data = require_data(data, ("sequences",), "ewc (sequences)")
+            stream = data["sequences"](self.fisher_batch_size, self.sequence_length)  # type: ignore[operator]
+            return sequence_fisher(policy, list(self._actor_parameters), stream, self.fisher_batches,
+                                   self.fisher_labels, self.seed)
         data = require_data(data, ("obs", "actions") if self.fisher_labels == "dataset" else ("obs",), self.name)
         generator = np.random.default_rng(self.seed)
         num_states = len(data["obs"])
@@ -211,8 +256,13 @@ class EWCMethod(RetentionMethod):
     fisher_batches: PositiveInt = 10
     fisher_batch_size: PositiveInt = 256
     fisher_floor: NonNegativeFloat = 1e-5
+    sequence_length: PositiveInt | None = None
+    """Recurrent policies: F from dataset sequences of this many steps (module doc); π*'s data is then
+    a ttyrec database with at least `fisher_batch_size` games. None: from stored states."""
 
     def data_needs(self) -> DataNeeds:
+        if self.sequence_length is not None:
+            return DataNeeds((TTYREC_GAMES,), self.fisher_batch_size)
         keys = ("obs", "actions") if self.fisher_labels == "dataset" else ("obs",)
         return DataNeeds(keys, self.fisher_batches * self.fisher_batch_size)
 
@@ -225,4 +275,5 @@ class EWCMethod(RetentionMethod):
             fisher_batch_size=self.fisher_batch_size,
             fisher_floor=self.fisher_floor,
             seed=seed,
+            sequence_length=self.sequence_length,
         )

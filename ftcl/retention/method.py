@@ -46,6 +46,11 @@ class ProtectedReplay:
     share: float | None = None
 
 
+TTYREC_GAMES = "ttyrec_games"
+"""The key a method needs of π*'s data when it reads dataset sequences (a ttyrec database's games,
+`ftcl.data.retention_data.TTYREC_GAMES`; `min_rows` then counts games)."""
+
+
 @dataclass(frozen=True)
 class DataNeeds:
     """Keys and minimum rows a method needs from π*'s retention data file."""

@@ -50,6 +50,13 @@ class RetentionPolicyAPI(abc.ABC):
         stateful modules (observations then carry a time axis); None for feed-forward modules.
         """
 
+    def recurrent_distribution_inputs(self, observations: Any, is_first: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """Recurrent modules: (distribution inputs (B, T, …), state after the last step) for sequences
+        of observations (B, T, …) that may cross episode starts (`is_first` (B, T): the state is reset
+        before such a step), from `state` (None: the initial state). Sequence BC and EWC read dataset
+        streams with it (ttyrecs); feed-forward modules do not implement it."""
+        raise NotImplementedError(f"{type(self).__name__} is not a recurrent policy: it reads stored states, not sequences")
+
     def sampled_distribution_inputs(self, action_dist_inputs: torch.Tensor) -> torch.Tensor:
         """The module's raw `action_dist_inputs` as the distribution class uses them (identity here).
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ftcl.envs.nethack import NetHackEnv
-from ftcl.envs.nethack_ttyrecs import TtyrecBatches, action_of_key, ttyrec_database
+from ftcl.data.ttyrecs import TtyrecBatches, action_of_key, ttyrec_database
 
 QUIT = "#quit\ry"
 
@@ -40,7 +40,7 @@ def record(root, games: int) -> tuple[list[list[int]], list[list[np.ndarray]]]:
 def test_recorded_games_read_back_as_observations_actions_and_boundaries(tmp_path):
     actions, frames = record(tmp_path / "data", games=3)
     assert ttyrec_database(tmp_path / "data", tmp_path / "games.db") == 3
-    rows = {key: [] for key in ("obs", "actions", "is_first", "valid", "gameids")}
+    rows = {key: [] for key in ("obs", "actions", "prev_actions", "is_first", "valid", "gameids")}
     for batch in TtyrecBatches(tmp_path / "games.db", batch_size=1, seq_length=7, shuffle=False):
         for key in rows:
             rows[key].append(batch[key][0])
@@ -50,6 +50,8 @@ def test_recorded_games_read_back_as_observations_actions_and_boundaries(tmp_pat
     for game, start in enumerate(starts):
         count = len(actions[game])
         np.testing.assert_array_equal(stream["actions"][start:start + count], actions[game])
+        # the env observation's prev_action, carried across the 7-step batches
+        np.testing.assert_array_equal(stream["prev_actions"][start:start + count], [-1] + actions[game][:-1])
         np.testing.assert_array_equal(stream["obs"][start:start + count], np.stack(frames[game]))
         assert stream["valid"][start:start + count].all()
     # after the quit NLE answers the game's last screens itself (frames the env never showed)

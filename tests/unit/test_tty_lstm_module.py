@@ -146,3 +146,72 @@ def test_recurrent_evaluation_plays_whole_episodes(pi_star_path):
     values = evaluate_policy(policy, lambda: NetHackEnv({"seed": 0, "start": "dlvl4", "max_episode_steps": 15}),
                              episodes=2, seed=0)
     assert values["episode_len_mean"] == 15.0
+
+
+@pytest.fixture(scope="module")
+def games_db(tmp_path_factory):
+    from test_nethack_ttyrecs import record
+
+    from ftcl.data.ttyrecs import ttyrec_database
+
+    root = tmp_path_factory.mktemp("ttyrecs")
+    record(root / "data", games=3)
+    ttyrec_database(root / "data", root / "games.db")
+    return root / "games.db"
+
+
+def test_states_carried_across_dataset_chunks_equal_one_pass_over_the_stream(games_db, pi_star_path):
+    from ftcl.algorithms.pi_star import load_pi_star_module
+    from ftcl.data.ttyrecs import TtyrecBatches
+
+    policy = load_pi_star_module(pi_star_path)
+    chunks = list(TtyrecBatches(games_db, batch_size=1, seq_length=6, shuffle=False))[:4]
+    as_inputs = lambda b: ({"tty": torch.as_tensor(b["obs"]), "prev_action": torch.as_tensor(b["prev_actions"])},
+                           torch.as_tensor(b["is_first"]))
+    assert sum(int(b["is_first"][:, 1:].sum()) for b in chunks) >= 1, "a game starts inside a chunk"
+    with torch.no_grad():
+        state, carried = None, []
+        for chunk in chunks:
+            logits, state = policy.recurrent_distribution_inputs(*as_inputs(chunk), state)
+            carried.append(logits)
+        whole = {key: np.concatenate([b[key] for b in chunks], axis=1) for key in chunks[0]}
+        one_pass, _ = policy.recurrent_distribution_inputs(*as_inputs(whole))
+    np.testing.assert_allclose(torch.cat(carried, dim=1).numpy(), one_pass.numpy(), atol=1e-5)
+
+
+def test_sequence_bc_and_ewc_read_the_ttyrec_database(games_db, pi_star_path):
+    from ftcl.algorithms.pi_star import load_pi_star_into
+    from ftcl.algorithms.retention_learner import with_sequence_stream
+    from ftcl.data.retention_data import check_retention_shapes, load_retention_data, retention_data_shapes
+    from ftcl.retention.bc import BCMethod
+    from ftcl.retention.ewc import EWCMethod
+    from ftcl.retention.term import TermInputs
+
+    shapes = retention_data_shapes(games_db)
+    assert shapes == {"ttyrec_games": (3,)}
+    method = BCMethod(coeff=1.0, batch_size=2, sequence_length=5)
+    check_retention_shapes(shapes, method.data_needs().keys, method.data_needs().min_rows)
+    too_many = BCMethod(batch_size=4, sequence_length=5).data_needs()
+    with pytest.raises(ValueError, match="holds 3 games; at least 4"):
+        check_retention_shapes(shapes, too_many.keys, too_many.min_rows)
+    data = with_sequence_stream(load_retention_data(games_db))
+    policy = module(seed=5)
+    load_pi_star_into(policy, read_pi_star(pi_star_path))
+    bc = method.build_term()
+    bc.prepare(policy, data)
+    assert bc.loss(TermInputs()).item() == pytest.approx(0.0, abs=1e-6), "at θ* the student is its teacher"
+    with torch.no_grad():
+        policy.net.policy.weight.add_(0.1 * torch.randn_like(policy.net.policy.weight))
+    loss = bc.loss(TermInputs())
+    assert loss.item() > 0
+    loss.backward()
+    assert policy.net.baseline.weight.grad is None and policy.net.policy.weight.grad.abs().sum() > 0
+    assert bc._student_state["h"].shape == (2, SMALL["h_dim"]), "one carried state per stream row"
+
+    ewc = EWCMethod(coeff=1.0, sequence_length=5, fisher_batch_size=2, fisher_batches=2, fisher_labels="argmax")
+    term = ewc.build_term()
+    term.prepare(policy, data)
+    fisher = term.importance
+    assert set(fisher) == set(policy.actor_parameters()) and "net.baseline.weight" not in fisher
+    values = torch.cat([f.flatten() for f in fisher.values()])
+    assert torch.isfinite(values).all() and values.max() > 0

@@ -7,10 +7,13 @@ A dataset is a folder of NLE recordings, one subfolder per recording run, each w
 `nle.dataset`, so it is refused here). `ttyrec_database(root, db)` registers the folder in an
 `nle.dataset` sqlite file; `TtyrecBatches` yields what BC and EWC need, B rows × T steps:
 
-- `obs` (B, T, 3, 24, 80) uint8: the terminal frame at t (`ftcl.envs.nethack.tty_observation`);
+- `obs` (B, T, 3, 24, 80) uint8: the terminal frame at t (`tty_observation`, the `tty` of the nethack env's
+  observation, which takes the layout from here);
 - `actions` (B, T) int64: the index in the env's action set of the key pressed in response to
   frame t (`keypresses[t]`; NLE's ttyrec v3 records the key after the frame it answers), −1 for a
   key outside the 121 actions (NLE's own keys at a game's end, for instance);
+- `prev_actions` (B, T) int64: the action before frame t in its game (−1 at a game's first frame),
+  the env observation's `prev_action`;
 - `is_first` (B, T) bool: frame t starts a game. `nle.dataset`'s `done` is 1 on the first frame of a
   game's first ttyrec only after a row switched games inside a batch; ftcl rebuilds the boundary
   from the game ids, so it also holds at a batch's first frame and between batches;
@@ -28,7 +31,29 @@ from typing import Iterator
 
 import numpy as np
 
-from ftcl.envs.nethack import tty_observation
+SCREEN = (24, 80)
+
+
+def tty_observation(chars: np.ndarray, colors: np.ndarray, cursor: np.ndarray) -> np.ndarray:
+    """Terminal frames in the nethack env's `tty` layout — channel 0 the characters, 1 their colours,
+    2 a mask with 1 at the cursor: (..., 24, 80) characters and colours and (..., 2) cursors
+    (row, column) -> (..., 3, 24, 80) uint8."""
+    chars, colors, cursor = np.asarray(chars), np.asarray(colors), np.asarray(cursor)
+    if chars.ndim == 2:  # one frame, as the env makes every step: no batch bookkeeping
+        obs = np.zeros((3, *SCREEN), np.uint8)
+        obs[0], obs[1] = chars, colors.astype(np.uint8)
+        row, col = int(cursor[0]), int(cursor[1])
+        if 0 <= row < SCREEN[0] and 0 <= col < SCREEN[1]:
+            obs[2, row, col] = 1
+        return obs
+    lead = chars.shape[:-2]
+    obs = np.zeros((int(np.prod(lead, dtype=np.int64)), 3, *SCREEN), np.uint8)
+    obs[:, 0] = chars.reshape(-1, *SCREEN)
+    obs[:, 1] = colors.reshape(-1, *SCREEN).astype(np.uint8)
+    rows, cols = (cursor.reshape(-1, 2)[:, i].astype(np.int64) for i in (0, 1))
+    inside = np.flatnonzero((rows >= 0) & (rows < SCREEN[0]) & (cols >= 0) & (cols < SCREEN[1]))
+    obs[inside, 2, rows[inside], cols[inside]] = 1
+    return obs.reshape(*lead, 3, *SCREEN)
 
 
 def action_of_key() -> np.ndarray:
@@ -105,16 +130,23 @@ class TtyrecBatches:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         previous_game: np.ndarray | None = None
+        previous_action: np.ndarray | None = None
         for batch in self._dataset:
             gameids = batch["gameids"].copy()
             before = np.concatenate([np.zeros_like(gameids[:, :1]) if previous_game is None else previous_game,
                                      gameids[:, :-1]], axis=1)
             previous_game = gameids[:, -1:].copy()
             actions = self._actions[batch["keypresses"]]
+            is_first = (gameids != before) & (gameids != 0)
+            prev_actions = np.concatenate([np.full_like(actions[:, :1], -1) if previous_action is None else previous_action,
+                                           actions[:, :-1]], axis=1)
+            prev_actions[is_first] = -1
+            previous_action = actions[:, -1:].copy()
             yield {
                 "obs": tty_observation(batch["tty_chars"], batch["tty_colors"], batch["tty_cursor"]),
                 "actions": actions,
-                "is_first": (gameids != before) & (gameids != 0),
+                "prev_actions": prev_actions,
+                "is_first": is_first,
                 "valid": (gameids != 0) & (actions >= 0),
                 "gameids": gameids,
                 "scores": batch["scores"].copy() if "scores" in batch else np.zeros_like(gameids),
