@@ -129,6 +129,21 @@ def _parser() -> argparse.ArgumentParser:
                              help="a start-state file whose states the output holds too (the rooms' entries)")
     demo_states.add_argument("--out", required=True, help="artifact folder for start_states.npz and provenance.json")
 
+    importer = sub.add_parser(
+        "import-checkpoint", help="turn the paper's NetHack checkpoint into an ftcl π*",
+        formatter_class=formatter,
+        description="Read a checkpoint of the paper's NetHack π* (Tuyls et al.'s training format, "
+        "torch.load(p)['learner_state']['model'], or the authors' sample-factory conversion, ['model']) strictly, "
+        "with the widths its shapes give, and write OUT/module (a π* for `pretrained.module`, model tty_lstm) "
+        "and OUT/provenance.json.",
+        epilog="example:\n  ftcl import-checkpoint nethack /data/amzn-AA-BC_pretrained/checkpoint.tar "
+        "--format sample_factory --out artifacts/nethack/pi_star_paper",
+    )
+    importer.add_argument("env", choices=["nethack"])
+    importer.add_argument("checkpoint", help="the checkpoint file")
+    importer.add_argument("--format", default="tuyls", choices=["tuyls", "sample_factory"])
+    importer.add_argument("--out", required=True, help="a new folder for module/ and provenance.json")
+
     validate = sub.add_parser(
         "validate", help="check a spec without running it", formatter_class=formatter,
         description="Load a spec with its presets and overrides, validate every field and print the trial grid.",
@@ -292,6 +307,19 @@ def cmd_demo_states(args) -> int:
     return 0
 
 
+def cmd_import_checkpoint(args) -> int:
+    from ftcl.pretrain.nethack_import import import_paper_checkpoint
+    from ftcl.runner import command_line
+
+    try:
+        provenance = import_paper_checkpoint(args.checkpoint, args.format, args.out, command_line())
+    except ValueError as error:
+        return _fail(str(error))
+    parameters = sum(provenance["pi_star"]["parameters"].values())
+    print(f"π* ({parameters:,} parameters, h_dim {provenance['model_options']['h_dim']}) written to {args.out}/module")
+    return 0
+
+
 def cmd_report(args) -> int:
     from ftcl.tracking.report import ReportError, build_report
     from ftcl.tracking.store import ftcl_home, tracking_uri
@@ -398,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "pretrain": cmd_pretrain, "explore": cmd_explore, "demo-states": cmd_demo_states, "validate": cmd_validate,
+    handlers = {"run": cmd_run, "pretrain": cmd_pretrain, "explore": cmd_explore, "demo-states": cmd_demo_states,
+                "import-checkpoint": cmd_import_checkpoint, "validate": cmd_validate,
                 "report": cmd_report, "ui": cmd_ui, "list": cmd_list}
     try:
         return handlers[args.command](args)

@@ -105,3 +105,30 @@ def test_a_truncated_or_foreign_checkpoint_is_refused(tmp_path):
         load_paper_checkpoint(tmp_path / "e.tar")
     with pytest.raises(ValueError, match="not found"):
         load_paper_checkpoint(tmp_path / "none.tar")
+
+
+def test_the_import_command_writes_a_pi_star_that_acts_as_the_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    from ftcl.algorithms.pi_star import load_pi_star_module, read_pi_star
+
+    source = TtyLSTMNet(TtyNetConfig(num_actions=121, h_dim=32, msg_hdim=8, blstats_hdim=16, fc_after_cnn_hdim=16,
+                                     char_edim=4, color_edim=4)).eval()
+    path = _save_as(source, tmp_path / "model.tar", "sample_factory")
+    command = [sys.executable, "-m", "ftcl.cli", "import-checkpoint", "nethack", str(path), "--format", "sample_factory"]
+    done = subprocess.run(command + ["--out", str(tmp_path / "pi_star")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    pi_star = read_pi_star(tmp_path / "pi_star" / "module", needs_critics=True)
+    assert pi_star.parts["critics"] == ["net.baseline.weight", "net.baseline.bias"]
+    module = load_pi_star_module(tmp_path / "pi_star" / "module")
+    obs, actions, first = terminals(1, 3), torch.tensor([[-1, 2, 5]]), torch.tensor([[True, False, False]])
+    with torch.no_grad():
+        expected = source(obs, actions, first, source.initial_state(1))[0]
+        logits = module.recurrent_distribution_inputs({"tty": obs, "prev_action": actions}, first)[0]
+    torch.testing.assert_close(logits, expected)
+
+    wrong = subprocess.run(command[:-2] + ["--format", "tuyls", "--out", str(tmp_path / "other")],
+                           capture_output=True, text=True)
+    assert wrong.returncode == 2 and "no [\"learner_state\"][\"model\"] state dict" in wrong.stderr
+    assert not (tmp_path / "other").exists() and not (tmp_path / "other.partial").exists()
