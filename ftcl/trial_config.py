@@ -40,6 +40,8 @@ def build_algorithm_config(
     config = _algorithm_config(spec, plan)
     if plan.stage == "finetune":
         method = spec.method(plan.method)
+        if method.entropy_coeff is not None:  # checked against the algorithm's keywords by the spec loader
+            config = config.training(entropy_coeff=method.entropy_coeff)
     else:
         from ftcl.data.retention_data import retention_data_shapes
 

@@ -151,3 +151,14 @@ class TtyrecBatches:
                 "gameids": gameids,
                 "scores": batch["scores"].copy() if "scores" in batch else np.zeros_like(gameids),
             }
+
+
+if __name__ == "__main__":  # python -m ftcl.data.ttyrecs ROOT DB: register a dataset (NLD-AA, or ftcl's recordings)
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m ftcl.data.ttyrecs ROOT DB   (ROOT/<run>/*.xlogfile with its ttyrecs; DB a new file)")
+    try:
+        print(f"{ttyrec_database(sys.argv[1], sys.argv[2])} games registered in {sys.argv[2]}")
+    except ValueError as error:
+        sys.exit(f"error: {error}")

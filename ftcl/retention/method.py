@@ -71,6 +71,9 @@ class RetentionMethod(BaseModel):
     """Train only the critic for this many env steps, everything else frozen."""
     skip_train_env_steps: NonNegativeInt = 0
     """Collect this many env steps without any update (measures π* in place)."""
+    entropy_coeff: NonNegativeFloat | None = None
+    """The RL loss's entropy bonus for this method's trials (PPO/APPO `entropy_coeff`); None: the
+    algorithm's. The paper switches it off (0) for its NetHack retention runs, as VPT does."""
 
     off_policy_only: ClassVar[bool] = False
     """True if the method needs a replay buffer (an off-policy algorithm)."""

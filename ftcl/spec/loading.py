@@ -193,6 +193,9 @@ def _check_algorithm_options(spec: ExperimentSpec, spec_path: Path) -> None:
     if spec.pretrained.train is not None:
         checks.append(("pretrained.train.algorithm_options",
                        {**spec.algorithm.options, **spec.pretrained.train.algorithm_options}))
+    for index, method in enumerate(spec.methods):
+        if method.entropy_coeff is not None:
+            checks.append((f"methods.{index}.entropy_coeff", {**spec.algorithm.options, "entropy_coeff": method.entropy_coeff}))
     for where, options in checks:
         try:
             check_training_options(spec.algorithm.name, options)

@@ -215,3 +215,20 @@ def test_sequence_bc_and_ewc_read_the_ttyrec_database(games_db, pi_star_path):
     assert set(fisher) == set(policy.actor_parameters()) and "net.baseline.weight" not in fisher
     values = torch.cat([f.flatten() for f in fisher.values()])
     assert torch.isfinite(values).all() and values.max() > 0
+
+
+def test_the_paper_grid_validates_with_a_checkpoint_and_dataset_and_counts_the_datasets_games(games_db, pi_star_path):
+    from ftcl.spec import SpecError
+    from ftcl.spec.loading import load_spec
+
+    paths = [f"pretrained.module={pi_star_path}", f"pretrained.data={games_db}"]
+    with pytest.raises(SpecError, match="holds 3 games; at least 128 are needed"):
+        load_spec("tune_configs/nethack/paper.yaml", paths)
+    spec = load_spec("tune_configs/nethack/paper.yaml",
+                     paths + ["methods.3.batch_size=2", "methods.4.fisher_batch_size=2"])
+    assert [m.display_name for m in spec.methods] == ["scratch", "finetune", "ks", "bc", "ewc"]
+    assert spec.method("ks").entropy_coeff == 0.0 and spec.method("ks").floor == 0.33
+    assert spec.method("bc").sequence_length == 32 and spec.algorithm.model_config_options["h_dim"] == 1738
+    with pytest.raises(SpecError, match="entropy_coeff"):
+        load_spec("tune_configs/nethack/paper.yaml", paths + ["methods.3.batch_size=2", "methods.4.fisher_batch_size=2",
+                                                              "methods.0.entropy_coeff=-1"])
