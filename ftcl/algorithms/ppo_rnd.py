@@ -11,7 +11,9 @@ Per train batch, the `RNDAdvantages` connector (in place of RLlib's GAE piece):
   2. the per-pixel statistics of RND's input absorb the batch's last frames (after step 1, as jcwleo);
   3. R_t = γ_int·R_{t−1} + r_int_t, the running discounted intrinsic return, carried from chunk to
      chunk of an episode; its running variance σ²_R absorbs the batch; r_int ← r_int / σ_R;
-  4. two GAEs (λ = `lambda_`): A_ext with γ = `gamma` (0.999) and the episode's terminations, and
+  4. two GAEs (λ = `lambda_`): A_ext with γ = `gamma` (0.999) and the episode's terminations on the
+     game's rewards clipped to [−`ext_reward_clip`, +`ext_reward_clip`] (jcwleo clips to [−1, 1];
+     None: unclipped), and
      A_int with γ = `gamma_int` (0.99) and no terminations (the intrinsic stream is non-episodic:
      at an episode's end it bootstraps from V_int of the final observation);
   5. A = ext_coef·A_ext + int_coef·A_int (2 and 1), not standardised (jcwleo's UseNorm = False);
@@ -76,9 +78,10 @@ class RNDAdvantages(ConnectorV2):
     """Intrinsic rewards, their normalisation and the two-stream GAE (module doc, steps 1-5)."""
 
     def __init__(self, input_observation_space=None, input_action_space=None, *, gamma: float, gamma_int: float,
-                 lambda_: float, ext_coef: float, int_coef: float, **kwargs):
+                 lambda_: float, ext_coef: float, int_coef: float, ext_reward_clip: float | None = None, **kwargs):
         super().__init__(input_observation_space, input_action_space, **kwargs)
         self.gamma, self.gamma_int, self.lambda_ = gamma, gamma_int, lambda_
+        self.ext_reward_clip = ext_reward_clip
         self.ext_coef, self.int_coef = ext_coef, int_coef
         self._running_return: dict[str, float] = {}
         """Per episode (RLlib's id, without the per-batch suffix): R_t at the end of its last chunk."""
@@ -121,6 +124,8 @@ class RNDAdvantages(ConnectorV2):
         terminateds = rows[Columns.TERMINATEDS].cpu().numpy().astype(np.float32)
         truncateds = rows[Columns.TRUNCATEDS].cpu().numpy().astype(np.float32)
         rewards = rows[Columns.REWARDS].cpu().numpy().astype(np.float32)
+        if self.ext_reward_clip is not None:
+            rewards = np.clip(rewards, -self.ext_reward_clip, self.ext_reward_clip)
         advantages_ext, targets_ext = gae_targets(values_ext, rewards, terminateds, truncateds, self.gamma, self.lambda_)
         # the intrinsic stream: a terminated episode's end is a chunk boundary that bootstraps V_int
         advantages_int, targets_int = gae_targets(values_int, rewards_int.astype(np.float32), np.zeros_like(terminateds),
@@ -148,7 +153,7 @@ class RetentionPPORNDTorchLearner(RetentionPPOTorchLearner):
             self._learner_connector.remove("GeneralAdvantageEstimation")
             self._learner_connector.append(RNDAdvantages(
                 gamma=config.gamma, gamma_int=config.gamma_int, lambda_=config.lambda_,
-                ext_coef=config.ext_coef, int_coef=config.int_coef))
+                ext_coef=config.ext_coef, int_coef=config.int_coef, ext_reward_clip=config.ext_reward_clip))
         self._rnd_update_proportion = float(config.rnd_update_proportion)
         self._rnd_generator = torch.Generator(device="cpu").manual_seed(int(config.seed or 0))
 
@@ -170,13 +175,14 @@ class RetentionPPORNDTorchLearner(RetentionPPOTorchLearner):
 
 
 RND_DEFAULTS = {"ext_coef": 2.0, "int_coef": 1.0, "gamma_int": 0.99, "rnd_update_proportion": 0.25,
-                "rnd_obs_norm_steps": 50 * 128}
-"""jcwleo's values (paper Table 2: ExtCoef, IntCoef, IntGamma, UpdateProportion, ObsNormStep × NumStep)."""
+                "rnd_obs_norm_steps": 50 * 128, "ext_reward_clip": 1.0}
+"""jcwleo's values (paper Table 2: ExtCoef, IntCoef, IntGamma, UpdateProportion, ObsNormStep × NumStep;
+its train.py clips the game's rewards to [−1, 1])."""
 
 
 class RetentionPPORNDConfig(RetentionPPOConfig):
     """RetentionPPOConfig with RND: `.training(ext_coef=, int_coef=, gamma_int=, rnd_update_proportion=,
-    rnd_obs_norm_steps=)` besides PPO's keywords; the module is `RNDPolicyModule` unless set."""
+    rnd_obs_norm_steps=, ext_reward_clip=)` besides PPO's keywords; the module is `RNDPolicyModule` unless set."""
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or RetentionPPORND)
@@ -185,12 +191,15 @@ class RetentionPPORNDConfig(RetentionPPOConfig):
         self.gamma_int = RND_DEFAULTS["gamma_int"]
         self.rnd_update_proportion = RND_DEFAULTS["rnd_update_proportion"]
         self.rnd_obs_norm_steps = RND_DEFAULTS["rnd_obs_norm_steps"]
+        self.ext_reward_clip = RND_DEFAULTS["ext_reward_clip"]
 
     def training(self, *, ext_coef: float = NotProvided, int_coef: float = NotProvided, gamma_int: float = NotProvided,
-                 rnd_update_proportion: float = NotProvided, rnd_obs_norm_steps: int = NotProvided, **kwargs):
+                 rnd_update_proportion: float = NotProvided, rnd_obs_norm_steps: int = NotProvided,
+                 ext_reward_clip: float | None = NotProvided, **kwargs):
         super().training(**kwargs)
         given = {"ext_coef": ext_coef, "int_coef": int_coef, "gamma_int": gamma_int,
-                 "rnd_update_proportion": rnd_update_proportion, "rnd_obs_norm_steps": rnd_obs_norm_steps}
+                 "rnd_update_proportion": rnd_update_proportion, "rnd_obs_norm_steps": rnd_obs_norm_steps,
+                 "ext_reward_clip": ext_reward_clip}
         for key, value in given.items():
             if value is not NotProvided:
                 setattr(self, key, value)
@@ -201,6 +210,9 @@ class RetentionPPORNDConfig(RetentionPPOConfig):
         for key in ("ext_coef", "int_coef"):
             if not getattr(self, key) >= 0:
                 raise ValueError(f"{key} must be >= 0 (got {getattr(self, key)!r})")
+        clip = self.ext_reward_clip
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+            raise ValueError(f"ext_reward_clip must be a number > 0 or null (got {clip!r})")
         if not 0 <= self.gamma_int <= 1:
             raise ValueError(f"gamma_int must be in [0, 1] (got {self.gamma_int!r})")
         if not 0 < self.rnd_update_proportion <= 1:

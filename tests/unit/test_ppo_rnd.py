@@ -39,7 +39,7 @@ def _episode(rng, length, terminated):
     observations = [rng.integers(0, 256, OBSERVATIONS.shape, dtype=np.uint8) for _ in range(length + 1)]
     return SingleAgentEpisode(
         observations=observations, actions=list(rng.integers(0, ACTIONS, length)),
-        rewards=list(rng.choice([0.0, 1.0], length, p=[0.8, 0.2])), terminated=terminated,
+        rewards=list(rng.choice([0.0, 1.0, 300.0], length, p=[0.7, 0.2, 0.1])), terminated=terminated,
         extra_model_outputs={Columns.ACTION_LOGP: list(np.zeros(length, np.float32)),
                              Columns.ACTION_DIST_INPUTS: list(np.zeros((length, ACTIONS), np.float32))},
         len_lookback_buffer=0).to_numpy()
@@ -88,7 +88,8 @@ def test_intrinsic_rewards_normalisation_and_two_stream_gae_match_a_reference():
     expected_advantages, expected_ext, expected_int, expected_rewards = [], [], [], []
     for (_, rewards, terminated), novelty, (v_ext, v_int) in zip(recorded, novelties, values):
         rewards_int = novelty / return_std
-        a_ext, t_ext = _reference_gae(v_ext, rewards, GAMMA, LAMBDA, terminated=terminated)
+        # the game's rewards (300 points for an item) clipped to [−1, 1], as jcwleo's
+        a_ext, t_ext = _reference_gae(v_ext, np.clip(rewards, -1, 1), GAMMA, LAMBDA, terminated=terminated)
         a_int, t_int = _reference_gae(v_int, rewards_int, GAMMA_INT, LAMBDA, terminated=False)
         # the connector's rows: T steps, then the final observation's row (padding, masked)
         expected_advantages += [EXT * a_ext + INT * a_int, [np.nan]]
@@ -158,6 +159,7 @@ def test_the_inference_module_holds_trunk_and_policy_only():
 
 def test_bad_rnd_options_are_refused():
     for options, message in (({"gamma_int": 1.5}, "gamma_int"), ({"rnd_update_proportion": 0.0}, "rnd_update_proportion"),
-                             ({"ext_coef": -1.0}, "ext_coef"), ({"rnd_obs_norm_steps": 2.5}, "rnd_obs_norm_steps")):
+                             ({"ext_coef": -1.0}, "ext_coef"), ({"rnd_obs_norm_steps": 2.5}, "rnd_obs_norm_steps"),
+                             ({"ext_reward_clip": 0.0}, "ext_reward_clip")):
         with pytest.raises(ValueError, match=message):
             _config(**options).validate()
