@@ -232,3 +232,26 @@ def test_the_paper_grid_validates_with_a_checkpoint_and_dataset_and_counts_the_d
     with pytest.raises(SpecError, match="entropy_coeff"):
         load_spec("tune_configs/nethack/paper.yaml", paths + ["methods.3.batch_size=2", "methods.4.fisher_batch_size=2",
                                                               "methods.0.entropy_coeff=-1"])
+
+
+def test_a_clone_of_recorded_games_fits_their_actions_and_is_a_whole_agent(games_db, tmp_path):
+    from ftcl.data.ttyrecs import TtyrecBatches
+    from ftcl.pretrain.nethack_clone import clone_losses, clone_policy
+
+    def fit(module) -> float:
+        batch = next(iter(TtyrecBatches(games_db, batch_size=3, seq_length=20, shuffle=False)))
+        batch = {key: torch.as_tensor(np.asarray(value)) for key, value in batch.items()}
+        batch["actions"] = batch["actions"].clamp(min=0)
+        zeros = torch.zeros(3, SMALL["h_dim"])
+        with torch.no_grad():
+            return float(clone_losses(module, batch, {"h": zeros, "c": zeros}, 0.999)[0])
+
+    before = fit(clone_policy(games_db, SMALL, updates=0, batch_size=3, sequence_length=20))
+    reports = []
+    clone = clone_policy(games_db, SMALL, updates=40, batch_size=3, sequence_length=20, lr=3e-3,
+                         progress=lambda update, values: reports.append((update, values)))
+    # the test's games are random moves among 8 keys (≈ 2.1 nats), so the fit ends near 2.1-2.5
+    assert fit(clone) < 0.6 * before, "the clone learns the recorded keys"
+    assert reports[-1][0] == 40 and np.isfinite(reports[-1][1]["value_loss"])
+    save_pi_star(clone, tmp_path / "module")
+    assert read_pi_star(tmp_path / "module", needs_critics=True).parts["critics"]
