@@ -239,6 +239,21 @@ class NetHackEnv(gym.Env):
                                         or self._no_progress >= self.options.no_progress_timeout)
         return self._observation(raw, int(action)), float(reward), bool(terminated), bool(truncated), self._info()
 
+    def quit_game(self) -> None:
+        """End the current game inside NetHack (#quit, yes), as a player would. A game truncated by
+        the env goes on in NLE and is never written to the xlogfile; quitting writes it, so a
+        recording (`ttyrec_dir`) of a truncated game is complete and readable."""
+        done = False
+        for key in "#quit\ry":
+            if done:
+                return
+            _, _, done = self._press(key)
+        for _ in range(20):  # the game's closing prompts ("identified?", "--More--")
+            if done:
+                return
+            _, _, done = self._press("q" if b"[ynq]" in bytes(self._last["tty_chars"][0]) else "\r")
+        raise RuntimeError("NetHack did not end the game after #quit")
+
     def close(self):
         self._nle.close()
 

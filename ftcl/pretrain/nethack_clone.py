@@ -38,11 +38,12 @@ def record_expert_games(root: str | Path, games: int, seed: int = 0, max_steps: 
         for _ in range(games):
             observation, info = env.reset()
             bot.reset()
-            done = False
-            while not done:
+            terminated = truncated = False
+            while not (terminated or truncated):
                 observation, _, terminated, truncated, info = env.step(bot.action(observation))
-                done = terminated or truncated
             results.append(episode_metrics(info))
+            if not terminated:
+                env.quit_game()  # a truncated game enters the xlogfile only when it ends
     finally:
         env.close()
     ttyrec_database(root, root / "games.db")

@@ -1,0 +1,132 @@
+"""The imperfect-cloning gap on this machine (issue 13, item 7), first measurement: record the
+scripted diver's games, clone them into a CPU-width `tty_lstm` π*, and compare expert and π* from
+a new game (CLOSE: levels 1-3) and from the dlvl4 FAR start.
+
+    python results/scripts/nethack_clone_gap.py WORKDIR [--games 40] [--updates 1500]
+
+Steps already done in WORKDIR are not redone (the recording's games.db, the clone's module/),
+so a stopped run continues. Writes WORKDIR/gap.json and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+WIDTHS = {"h_dim": 128, "msg_hdim": 32, "blstats_hdim": 64, "fc_after_cnn_hdim": 64, "char_edim": 8, "color_edim": 8}
+
+
+def play(act, start: str, games: int, steps: int, seed: int) -> list[dict[str, float]]:
+    """Table-4 metrics of `games` seeded games from `start`; act(observation) -> action, reset()."""
+    from ftcl.envs.nethack import NetHackEnv, episode_metrics
+
+    env = NetHackEnv({"seed": seed, "start": start, "max_episode_steps": steps})
+    results = []
+    try:
+        for _ in range(games):
+            observation, info = env.reset()
+            act.reset()
+            done = False
+            while not done:
+                observation, _, terminated, truncated, info = env.step(act(observation))
+                done = terminated or truncated
+            results.append(episode_metrics(info))
+    finally:
+        env.close()
+    return results
+
+
+class Diver:
+    def __init__(self):
+        from ftcl.envs.nethack_expert import DescendBot
+
+        self.bot = DescendBot(0)
+
+    def reset(self):
+        self.bot.reset()
+
+    def __call__(self, observation):
+        return self.bot.action(observation)
+
+
+class Policy:
+    """π* sampling from its distribution, one step at a time with its LSTM state."""
+
+    def __init__(self, module):
+        from ftcl.evaluation.suites import initial_state_batch
+
+        self.module, self.initial = module, lambda: initial_state_batch(module, 1)
+        self.state = self.initial()
+
+    def reset(self):
+        self.state = self.initial()
+
+    def __call__(self, observation):
+        import tree
+
+        from ftcl.evaluation.suites import policy_actions
+
+        actions, self.state = policy_actions(self.module, tree.map_structure(lambda x: np.asarray(x)[None], observation),
+                                             True, self.state)
+        return int(actions[0])
+
+
+def summary(results: list[dict[str, float]]) -> dict[str, float]:
+    depth = np.array([r["dlvl"] for r in results])
+    return {"games": len(results), "dlvl_mean": float(depth.mean()), "reach_4": float((depth >= 4).mean()),
+            "reach_5": float((depth >= 5).mean()), "score_mean": float(np.mean([r["score"] for r in results])),
+            "steps_mean": float(np.mean([r["steps"] for r in results]))}
+
+
+def main() -> int:
+    from ftcl.algorithms.pi_star import load_pi_star_module, save_pi_star
+    from ftcl.pretrain.nethack_clone import clone_policy, record_expert_games
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir")
+    parser.add_argument("--games", type=int, default=40)
+    parser.add_argument("--record-steps", type=int, default=3000)
+    parser.add_argument("--updates", type=int, default=1500)
+    parser.add_argument("--eval-games", type=int, default=10)
+    parser.add_argument("--eval-steps", type=int, default=2000)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # one core: two threads beside another job thrash (9 vs 150 policy steps/s)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    if not (work / "games.db").exists():
+        recorded = record_expert_games(work, args.games, seed=0, max_steps=args.record_steps)
+        (work / "recorded.json").write_text(json.dumps(recorded))
+        print(f"recorded {len(recorded)} games in {time.time() - started:.0f} s", flush=True)
+    if not (work / "module").exists():
+        t = time.time()
+        module = clone_policy(work / "games.db", WIDTHS, args.updates, batch_size=8, sequence_length=32, lr=1e-3,
+                              progress=lambda u, v: print(f"update {u}: {v}", flush=True))
+        save_pi_star(module, work / "module")
+        print(f"cloned in {time.time() - t:.0f} s", flush=True)
+    module = load_pi_star_module(work / "module")
+    rows = {}
+    for name, agent in (("expert", Diver()), ("pi_star", Policy(module))):
+        for start in ("game", "dlvl4"):
+            t = time.time()
+            rows[f"{name}/{start}"] = summary(play(agent, start, args.eval_games, args.eval_steps, seed=500))
+            print(name, start, rows[f"{name}/{start}"], f"{time.time() - t:.0f} s", flush=True)
+    (work / "gap.json").write_text(json.dumps({"args": vars(args), "widths": WIDTHS, "rows": rows}, indent=1))
+    print("| agent | start | games | mean deepest level | reached ≥ 4 | ≥ 5 | mean score gained | mean steps |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key, row in rows.items():
+        agent, start = key.split("/")
+        print(f"| {agent} | {start} | {row['games']} | {row['dlvl_mean']:.1f} | {row['reach_4']:.2f} | {row['reach_5']:.2f} "
+              f"| {row['score_mean']:.0f} | {row['steps_mean']:.0f} |")
+    print(f"total {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
