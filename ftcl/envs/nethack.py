@@ -242,17 +242,19 @@ class NetHackEnv(gym.Env):
     def quit_game(self) -> None:
         """End the current game inside NetHack (#quit, yes), as a player would. A game truncated by
         the env goes on in NLE and is never written to the xlogfile; quitting writes it, so a
-        recording (`ttyrec_dir`) of a truncated game is complete and readable."""
+        recording (`ttyrec_dir`) of a truncated game is complete and readable. A prompt or menu left
+        open is escaped first."""
         done = False
-        for key in "#quit\ry":
+        for key in [27, 27, 27] + list("#quit\r"):
             if done:
                 return
             _, _, done = self._press(key)
-        for _ in range(20):  # the game's closing prompts ("identified?", "--More--")
+        for _ in range(30):  # "Really quit?" and the game's closing prompts ("identified?", "--More--")
             if done:
                 return
-            _, _, done = self._press("q" if b"[ynq]" in bytes(self._last["tty_chars"][0]) else "\r")
-        raise RuntimeError("NetHack did not end the game after #quit")
+            top = bytes(self._last["tty_chars"][0])
+            _, _, done = self._press("y" if b"Really quit" in top else "q" if b"[ynq]" in top else "\r")
+        raise RuntimeError(f"NetHack did not end the game after #quit; its top line: {top.decode('latin-1').strip()!r}")
 
     def close(self):
         self._nle.close()

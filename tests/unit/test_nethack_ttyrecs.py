@@ -90,3 +90,21 @@ def test_keys_map_to_the_env_actions():
     assert table[ord("k")] == [int(a) for a in nethack.ACTIONS].index(ord("k"))
     assert table[ord(" ")] == -1 or int(nethack.ACTIONS[table[ord(" ")]]) == ord(" ")
     assert (table >= -1).all() and table.max() < len(nethack.ACTIONS)
+
+
+def test_quitting_a_truncated_game_with_a_menu_open_completes_its_recording(tmp_path):
+    """An env-truncated game goes on inside NLE and never enters the xlogfile; `quit_game` ends it
+    even with the inventory menu or a prompt open, so the recording is a readable game."""
+    from nle import nethack
+
+    keys = [int(a) for a in nethack.ACTIONS]
+    env = NetHackEnv({"seed": 0, "ttyrec_dir": str(tmp_path / "data" / "run0"), "max_episode_steps": 3})
+    for menu in ("i", "#"):  # the inventory menu; an extended-command prompt
+        env.reset()
+        truncated = False
+        for char in "hj" + menu:
+            *_, truncated, _ = env.step(keys.index(ord(char)))
+        assert truncated
+        env.quit_game()
+    env.close()
+    assert ttyrec_database(tmp_path / "data", tmp_path / "games.db") == 2
