@@ -56,10 +56,10 @@ class Diver:
 class Policy:
     """π* sampling from its distribution, one step at a time with its LSTM state."""
 
-    def __init__(self, module):
+    def __init__(self, module, explore: bool = True):
         from ftcl.evaluation.suites import initial_state_batch
 
-        self.module, self.initial = module, lambda: initial_state_batch(module, 1)
+        self.module, self.initial, self.explore = module, lambda: initial_state_batch(module, 1), explore
         self.state = self.initial()
 
     def reset(self):
@@ -71,7 +71,7 @@ class Policy:
         from ftcl.evaluation.suites import policy_actions
 
         actions, self.state = policy_actions(self.module, tree.map_structure(lambda x: np.asarray(x)[None], observation),
-                                             True, self.state)
+                                             self.explore, self.state)
         return int(actions[0])
 
 
@@ -93,6 +93,7 @@ def main() -> int:
     parser.add_argument("--updates", type=int, default=1500)
     parser.add_argument("--eval-games", type=int, default=10)
     parser.add_argument("--eval-steps", type=int, default=2000)
+    parser.add_argument("--greedy", action="store_true", help="π* takes its most likely action (default: samples)")
     args = parser.parse_args()
     import torch
 
@@ -112,12 +113,13 @@ def main() -> int:
         print(f"cloned in {time.time() - t:.0f} s", flush=True)
     module = load_pi_star_module(work / "module")
     rows = {}
-    for name, agent in (("expert", Diver()), ("pi_star", Policy(module))):
+    name_of_pi = "pi_star_greedy" if args.greedy else "pi_star"
+    for name, agent in (("expert", Diver()), (name_of_pi, Policy(module, explore=not args.greedy))):
         for start in ("game", "dlvl4"):
             t = time.time()
             rows[f"{name}/{start}"] = summary(play(agent, start, args.eval_games, args.eval_steps, seed=500))
             print(name, start, rows[f"{name}/{start}"], f"{time.time() - t:.0f} s", flush=True)
-    (work / "gap.json").write_text(json.dumps({"args": vars(args), "widths": WIDTHS, "rows": rows}, indent=1))
+    (work / ("gap_greedy.json" if args.greedy else "gap.json")).write_text(json.dumps({"args": vars(args), "widths": WIDTHS, "rows": rows}, indent=1))
     print("| agent | start | games | mean deepest level | reached ≥ 4 | ≥ 5 | mean score gained | mean steps |")
     print("|---|---|---|---|---|---|---|---|")
     for key, row in rows.items():
