@@ -149,21 +149,18 @@ class TtyLSTMModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI, Inference
     def teacher_copies(self) -> dict[str, str]:
         return {"teacher": "net"} if self.teacher is not None else {}
 
-    def recurrent_distribution_inputs(self, observations: Any, is_first: torch.Tensor,
+    def recurrent_distribution_inputs(self, observations: Any, is_first: torch.Tensor | None,
                                       state: Any = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits (B, T, |A|) and the state {"h", "c"} after the sequences (dataset streams, module doc)."""
+        """Logits (B, T, |A|) and the state {"h", "c"} after the sequences (dataset streams, module doc);
+        `is_first` None: no episode starts inside them; `state` None: zeros."""
         if state is None:
-            zeros = torch.zeros(is_first.shape[0], self.net.config.h_dim, device=self.net.policy.weight.device)
+            zeros = torch.zeros(observations["tty"].shape[0], self.net.config.h_dim, device=self.net.policy.weight.device)
             state = {"h": zeros, "c": zeros}
-        core, (h, c) = self.net.core_outputs(observations["tty"], observations["prev_action"], is_first.bool(),
+        core, (h, c) = self.net.core_outputs(observations["tty"], observations["prev_action"],
+                                             None if is_first is None else is_first.bool(),
                                              (state["h"][None], state["c"][None]))
         return self.net.policy(core), {"h": h[0], "c": c[0]}
 
     def policy_distribution_inputs(self, observations: Any, state: Any = None) -> torch.Tensor:
         """Logits (B, T, |A|) for dict observations with a time axis from `state` ({"h", "c"}; None: zeros)."""
-        batch_size = observations["tty"].shape[0]
-        if state is None:
-            zeros = torch.zeros(batch_size, self.net.config.h_dim, device=self.net.policy.weight.device)
-            state = {"h": zeros, "c": zeros}
-        core, _ = self._run(self.net, {Columns.OBS: observations}, state["h"], state["c"])
-        return self.net.policy(core)
+        return self.recurrent_distribution_inputs(observations, None, state)[0]

@@ -31,6 +31,18 @@ from ftcl.retention.term import RetentionData, RetentionTerm, TermInputs, requir
 SequenceStream = Callable[[int, int], Iterator[dict[str, Any]]]
 
 
+def sequence_tensors(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """A dataset minibatch (`TtyrecBatches` keys) as the policy's inputs: `observations` (the env's
+    dict: tty, prev_action), `actions`, `is_first` and `valid`, tensors on `device`."""
+    return {
+        "observations": {"tty": torch.as_tensor(batch["obs"], device=device),
+                         "prev_action": torch.as_tensor(batch["prev_actions"], device=device)},
+        "actions": torch.as_tensor(batch["actions"], device=device),
+        "is_first": torch.as_tensor(batch["is_first"], device=device),
+        "valid": torch.as_tensor(batch["valid"], device=device),
+    }
+
+
 def _detached(state: Any) -> Any:
     return {key: value.detach() for key, value in state.items()}
 
@@ -64,18 +76,10 @@ class SequenceBCTerm(RetentionTerm):
             self._teacher.requires_grad_(False)  # type: ignore[attr-defined]
         self._student_state = self._teacher_state = None
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
+    def next_batch(self) -> dict[str, Any]:
         """The stream's next minibatch as tensors on the policy's device."""
         assert self._stream is not None and self._policy is not None
-        device = module_device(self._policy)  # type: ignore[arg-type]
-        batch = next(self._stream)
-        return {
-            "observations": {"tty": torch.as_tensor(batch["obs"], device=device),
-                             "prev_action": torch.as_tensor(batch["prev_actions"], device=device)},
-            "actions": torch.as_tensor(batch["actions"], device=device),
-            "is_first": torch.as_tensor(batch["is_first"], device=device),
-            "valid": torch.as_tensor(batch["valid"], device=device),
-        }
+        return sequence_tensors(next(self._stream), module_device(self._policy))  # type: ignore[arg-type]
 
     def _penalty(self, inputs: TermInputs) -> torch.Tensor:
         assert self._policy is not None

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from torch.func import functional_call, grad, jacrev, vmap
 
 from ftcl.retention.anchoring import AnchoredParameterTerm
+from ftcl.retention.bc_sequences import sequence_tensors
 from ftcl.retention.distributions import categorical_log_prob, split_gaussian_inputs
 from ftcl.retention.method import TTYREC_GAMES, DataNeeds, RetentionMethod, ZeroCriticCoeff
 from ftcl.retention.policy_api import RetentionPolicyAPI, module_device
@@ -157,11 +158,9 @@ def sequence_fisher(policy: RetentionPolicyAPI, parameter_names: list[str], stre
     generator = torch.Generator(device="cpu").manual_seed(seed)
     state = None
     for _ in range(batches):
-        batch = next(stream)
-        observations = {"tty": torch.as_tensor(batch["obs"], device=device),
-                        "prev_action": torch.as_tensor(batch["prev_actions"], device=device)}
-        valid = torch.as_tensor(batch["valid"], device=device)
-        logits, state = policy.recurrent_distribution_inputs(observations, torch.as_tensor(batch["is_first"], device=device), state)
+        batch = sequence_tensors(next(stream), device)
+        valid = batch["valid"]
+        logits, state = policy.recurrent_distribution_inputs(batch["observations"], batch["is_first"], state)
         state = {key: value.detach() for key, value in state.items()}
         logits = logits[valid]
         if labels == "argmax":
@@ -169,7 +168,7 @@ def sequence_fisher(policy: RetentionPolicyAPI, parameter_names: list[str], stre
         elif labels == "sampled":
             target = torch.multinomial(logits.detach().softmax(-1).cpu(), 1, generator=generator).squeeze(-1).to(device)
         else:
-            target = torch.as_tensor(batch["actions"], device=device)[valid]
+            target = batch["actions"][valid]
         gradients = torch.autograd.grad(F.cross_entropy(logits, target), parameters, allow_unused=True)
         for total, gradient in zip(totals, gradients):
             if gradient is not None:
