@@ -206,6 +206,9 @@ def cmd_validate(args) -> int:
     from ftcl.plan import plan_trials
 
     spec = _load(args.spec, args.overrides)
+    if spec.pretrained.clone is not None:
+        print(f"spec {spec.name!r} is valid: `ftcl pretrain` records and clones {spec.pretrained.clone.games} games")
+        return 0
     stages = (["pretrain"] if spec.pretrained.train else []) + ["finetune"]
     print(f"spec {spec.name!r} is valid: env={spec.env.name} algorithm={spec.algorithm.name} "
           f"budget={spec.budget.env_steps:,} steps")
@@ -231,7 +234,7 @@ def cmd_run(args) -> int:
 
 def cmd_pretrain(args) -> int:
     from ftcl.pretrain.export import export_pretrained_artifacts
-    from ftcl.runner import ExperimentInterrupted, run_experiment
+    from ftcl.runner import ExperimentInterrupted, command_line, resume_command, run_experiment
     from ftcl.spec import REPO_ROOT
     from ftcl.tracking.store import ftcl_home
 
@@ -243,12 +246,20 @@ def cmd_pretrain(args) -> int:
     spec = _load(str(spec_path), args.overrides)
     out = Path(args.out) if args.out else ftcl_home() / "pretrained" / spec.name
     try:
-        experiment_dir = run_experiment(spec, address=args.address, resume=args.resume, pretrain_only=True)
+        if spec.pretrained.clone is not None:  # a behavioural clone, made in this process (no Tune stage)
+            from ftcl.pretrain.nethack_clone import pretrain_by_cloning
+
+            folders = [pretrain_by_cloning(spec, out, command_line(), args.resume)]
+        else:
+            experiment_dir = run_experiment(spec, address=args.address, resume=args.resume, pretrain_only=True)
+            folders = export_pretrained_artifacts(experiment_dir, spec, out)
+    except KeyboardInterrupt:  # the clone's; a Tune stage reports its own interruption
+        return _fail(f"stopped; `{resume_command()}` continues", EXIT_INTERRUPTED)
     except ExperimentInterrupted as error:
         return _fail(str(error), EXIT_INTERRUPTED)
     except RuntimeError as error:
         return _fail(str(error), EXIT_FAILED)
-    for folder in export_pretrained_artifacts(experiment_dir, spec, out):
+    for folder in folders:
         print(f"pre-trained policy written to {folder}")
     return 0
 

@@ -223,6 +223,9 @@ def run_experiment(
 
     if address:
         check_address(address)  # before anything is written
+    if spec.pretrained.clone is not None:
+        raise SpecError(f"spec {spec.name!r}: pretrained.clone is made by `ftcl pretrain SPEC --out DIR` (a clone, "
+                        "outside Tune); fine-tune from it with pretrained.module: DIR/module and pretrained.data: DIR/data")
     if pretrain_only and spec.pretrained.train is None:
         raise SpecError(f"spec {spec.name!r} has no `pretrained.train` section: nothing to pre-train")
 

@@ -7,7 +7,9 @@ action_dist_inputs (π*'s distribution inputs at obs). What a method reads is wh
 Written by `ftcl.pretrain.data` (π*'s rollouts) and `ftcl.pretrain.demonstrations`.
 
 For recurrent policies (NetHack) π*'s data may instead be a ttyrec database (`*.db`, made by
-`ftcl.data.ttyrecs.ttyrec_database`: NLD-AA or games ftcl recorded). Its "shape" is
+`ftcl.data.ttyrecs.ttyrec_database`: NLD-AA or games ftcl recorded), or a dataset folder with its
+`games.db` beside the recordings (what `ftcl pretrain` writes as π*'s `data/`, checked whole
+against the π*'s provenance). Its "shape" is
 {`ttyrec_games`: (number of games,)}, so the same checks count its games (sequence BC needs at
 least one game per batch row), and loading it gives {`ttyrec_database`: its path}: the learner
 streams sequences from it (`ftcl.data.ttyrecs.TtyrecBatches`) rather than holding arrays.
@@ -59,12 +61,28 @@ def check_retention_data(
     check_retention_shapes({key: np.shape(value) for key, value in data.items()}, required_keys, min_rows, source)
 
 
+DATASET_DATABASE = "games.db"
+"""The database file of a ttyrec dataset folder."""
+
+
+def ttyrec_database_in(path: str | Path) -> Path | None:
+    """The `games.db` of a ttyrec dataset folder; None for anything else (FileNotFoundError for a
+    folder without one: a folder is data only as such a dataset)."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    if not (path / DATASET_DATABASE).is_file():
+        raise FileNotFoundError(f"retention data folder {path} holds no {DATASET_DATABASE} (a ttyrec dataset "
+                                "folder, as `ftcl pretrain` writes for NetHack); give an .npz or a .db file")
+    return path / DATASET_DATABASE
+
+
 def retention_data_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """Key -> array shape of an .npz, read from the array headers only (no array is loaded).
 
     ValueError names a file that is not a readable .npz; FileNotFoundError a missing one.
     """
-    path = Path(path)
+    path = ttyrec_database_in(path) or Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"retention data file not found: {path}")
     if path.suffix == ".db":
@@ -107,7 +125,7 @@ def load_retention_data(path: str | Path) -> dict[str, np.ndarray]:
     returned again while the file's size and modification time are unchanged — a trial's
     retention term and its Fig. 8 evaluation share one read of π*'s data.
     """
-    path = Path(path)
+    path = ttyrec_database_in(path) or Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"retention data file not found: {path}")
     if path.suffix == ".db":

@@ -5,7 +5,9 @@ the games ftcl records itself (`ttyrec_dir` of the nethack env, an expert's or a
 A dataset is a folder of NLE recordings, one subfolder per recording run, each with its
 `*.xlogfile` (NLE writes a game into it when the game ends; a flat folder holds no games for
 `nle.dataset`, so it is refused here). `ttyrec_database(root, db)` registers the folder in an
-`nle.dataset` sqlite file; `TtyrecBatches` yields what BC and EWC need, B rows × T steps:
+`nle.dataset` sqlite file; recordings that lie beside the database (in its folder or below) are
+registered relative to it, so such a dataset folder can move (a shipped π*'s `data/`).
+`TtyrecBatches` yields what BC and EWC need, B rows × T steps:
 
 - `obs` (B, T, 3, 24, 80) uint8: the terminal frame at t (`tty_observation`, the `tty` of the nethack env's
   observation, which takes the layout from here);
@@ -26,6 +28,7 @@ learner carries its state from one batch to the next per row and resets it where
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -91,8 +94,57 @@ def ttyrec_database(root: str | Path, db_path: str | Path, name: str = "ftcl") -
     if games == 0:
         partial.unlink()
         raise ValueError(f"ttyrec dataset {root}: its xlogfiles list no finished game")
+    home = db_path.parent.resolve()
+    if root.resolve().is_relative_to(home):  # beside the database: kept relative, the folder can move
+        _set_root(partial, name, os.path.relpath(root.resolve(), home))
     os.replace(partial, db_path)
     return games
+
+
+def _set_root(db_path: str | Path, name: str, root: str) -> None:
+    import sqlite3
+
+    connection = sqlite3.connect(str(db_path))
+    try:
+        with connection:
+            connection.execute("UPDATE roots SET root = ? WHERE dataset_name = ?", (root, name))
+    finally:
+        connection.close()
+
+
+def dataset_root(db_path: str | Path, name: str = "ftcl") -> Path:
+    """Where the recordings of dataset `name` lie: its registered root, taken relative to the
+    database's folder when it was registered beside it. ValueError when it is gone."""
+    import sqlite3
+
+    import nle.dataset as nld
+
+    try:
+        connection = nld.db.connect(str(db_path))
+        try:
+            row = connection.execute("SELECT root FROM roots WHERE dataset_name = ?", (name,)).fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise ValueError(f"{db_path} is no nle.dataset database ({error})") from None
+    if row is None:
+        raise ValueError(f"{db_path} holds no dataset {name!r}")
+    root = Path(row[0]) if os.path.isabs(row[0]) else Path(db_path).resolve().parent / row[0]
+    if not root.is_dir():
+        raise ValueError(f"ttyrec database {db_path}: its recordings ({root}) are missing")
+    return root
+
+
+def readable_database(db_path: str | Path, folder: str | Path, name: str = "ftcl") -> Path:
+    """A copy of the database in `folder` with its root made absolute, which `nle.dataset` reads from
+    any working folder (it joins a relative root to the process's own); the file given is not touched."""
+    import shutil
+
+    root = dataset_root(db_path, name)
+    copy = Path(folder) / Path(db_path).name
+    shutil.copyfile(db_path, copy)
+    _set_root(copy, name, str(root))
+    return copy
 
 
 def count_games(db_path: str | Path, name: str = "ftcl") -> int:
@@ -124,8 +176,10 @@ class TtyrecBatches:
         if games < batch_size:
             raise ValueError(f"ttyrec database {db_path} holds {games} games of {name!r}; a batch of "
                              f"{batch_size} rows needs at least as many")
+        self._folder = tempfile.TemporaryDirectory(prefix="ftcl-ttyrecs-")  # lives as long as the reader
+        readable = readable_database(db_path, self._folder.name, name)
         self._dataset = nld.TtyrecDataset(name, batch_size=batch_size, seq_length=seq_length,
-                                          dbfilename=str(db_path), shuffle=shuffle, loop_forever=loop_forever)
+                                          dbfilename=str(readable), shuffle=shuffle, loop_forever=loop_forever)
         self._actions = action_of_key()
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:

@@ -149,12 +149,41 @@ class PretrainTrainSpec(_Strict):
     """Guide SAC with a BC term toward the env's scripted expert (RoboticSequence only); None = SAC alone."""
 
 
+CLONE_ENVS = ("nethack",)  # envs whose scripted expert `pretrained.clone` records as ttyrecs
+
+
+class ClonePretrainSpec(_Strict):
+    """π* as a behavioural clone of the env's scripted expert, made by `ftcl pretrain` in one process
+    (no Tune stage): record `games` expert games (≤ `record_steps` each) as ttyrecs, clone them into
+    `algorithm.model` in `updates` steps of `batch_size` game streams × `sequence_length` (baseline:
+    TD(0) on the score with `gamma`, weight `value_coeff`; a checkpoint every
+    `checkpoint_every_updates` for `--resume`), then play expert and π* `evaluation_games` times
+    from each of `evaluation_starts` (env `start`s: CLOSE `game`, FAR `dlvl4`…) for the gap in
+    provenance.json. The paper's π* is such a clone (of AutoAscend); `ftcl.pretrain.nethack_clone`."""
+
+    games: PositiveInt = 40
+    record_steps: PositiveInt = 3000
+    seed: int = 0
+    updates: PositiveInt = 1000
+    batch_size: PositiveInt = 8
+    sequence_length: PositiveInt = 32
+    lr: PositiveFloat = 1e-3
+    gamma: float = Field(default=0.999, gt=0.0, le=1.0)
+    value_coeff: float = Field(default=0.5, ge=0.0)
+    checkpoint_every_updates: PositiveInt = 250
+    evaluation_games: NonNegativeInt = 10
+    evaluation_steps: PositiveInt = 2000
+    evaluation_starts: list[str] = ["game", "dlvl4"]
+
+
 class PretrainedSpec(_Strict):
     module: LaxPath | None = None
     """π*: the `module/` folder that `ftcl pretrain` writes (the whole agent: actor, critics, SAC's α)."""
     data: LaxPath | None = None
     """The retention data (.npz) collected by π*."""
     train: PretrainTrainSpec | None = None
+    clone: ClonePretrainSpec | None = None
+    """π* as a clone of the env's expert, by `ftcl pretrain`; a grid then names its `module`, `data`."""
     initial_alpha: Literal["from_pretrained"] | PositiveFloat = "from_pretrained"
     """SAC's temperature α when fine-tuning starts from π*: π*'s own α (`from_pretrained`, default:
     π* is the whole agent, and α = 1 would weigh entropy ≈ 17× more than the α ≈ 0.06 that
@@ -165,6 +194,8 @@ class PretrainedSpec(_Strict):
     def _one_source(self) -> "PretrainedSpec":
         if self.train is not None and (self.module is not None or self.data is not None):
             raise ValueError("give either `train` (pre-train inside the experiment) or `module`/`data`, not both")
+        if self.clone is not None and (self.train is not None or self.module is not None or self.data is not None):
+            raise ValueError("give either `clone` (π* made by `ftcl pretrain`) or `train` or `module`/`data`, not two")
         if self.data is not None and self.module is None:
             raise ValueError("`data` needs `module` (the policy that collected it)")
         return self
@@ -252,7 +283,8 @@ class ExperimentSpec(_Strict):
                 "env.name must be 'none' exactly when algorithm.name is an analytic toy "
                 f"({', '.join(ANALYTIC_ALGORITHMS)})"
             )
-        has_pretrained = self.pretrained.module is not None or self.pretrained.train is not None
+        has_pretrained = any(part is not None for part in (self.pretrained.module, self.pretrained.train,
+                                                            self.pretrained.clone))
         for method in self.methods:
             if method.starts_from_pretrained and not has_pretrained and not analytic:
                 raise ValueError(
@@ -297,6 +329,17 @@ class ExperimentSpec(_Strict):
                             f"or a scripted expert (robotic_sequence) and an off-policy algorithm ({', '.join(OFF_POLICY)}); "
                             f"got algorithm {self.algorithm.name!r}, env {self.env.name!r}"
                         )
+            if self.pretrained.clone is not None:
+                if self.env.name not in CLONE_ENVS or self.algorithm.model != "tty_lstm":
+                    raise ValueError(f"pretrained.clone: clones a scripted expert's ttyrecs into model tty_lstm, for env "
+                                     f"{', '.join(CLONE_ENVS)}; got env {self.env.name!r}, model {self.algorithm.model!r}")
+                clone = self.pretrained.clone
+                if clone.batch_size > clone.games:
+                    raise ValueError(f"pretrained.clone: batch_size {clone.batch_size} needs at least as many games "
+                                     f"(games: {clone.games})")
+                for start in clone.evaluation_starts:
+                    _validate_env_options(self.env.name, {**self.env.options, "start": start},
+                                          "pretrained.clone.evaluation_starts")
         return self
 
     # ----- derived views -------------------------------------------------------------------------

@@ -15,76 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 WIDTHS = {"h_dim": 128, "msg_hdim": 32, "blstats_hdim": 64, "fc_after_cnn_hdim": 64, "char_edim": 8, "color_edim": 8}
-
-
-def play(act, start: str, games: int, steps: int, seed: int) -> list[dict[str, float]]:
-    """Table-4 metrics of `games` seeded games from `start`; act(observation) -> action, reset()."""
-    from ftcl.envs.nethack import NetHackEnv, episode_metrics
-
-    env = NetHackEnv({"seed": seed, "start": start, "max_episode_steps": steps})
-    results = []
-    try:
-        for _ in range(games):
-            observation, info = env.reset()
-            act.reset()
-            done = False
-            while not done:
-                observation, _, terminated, truncated, info = env.step(act(observation))
-                done = terminated or truncated
-            results.append(episode_metrics(info))
-    finally:
-        env.close()
-    return results
-
-
-class Diver:
-    def __init__(self):
-        from ftcl.envs.nethack_expert import DescendBot
-
-        self.bot = DescendBot(0)
-
-    def reset(self):
-        self.bot.reset()
-
-    def __call__(self, observation):
-        return self.bot.action(observation)
-
-
-class Policy:
-    """π* sampling from its distribution, one step at a time with its LSTM state."""
-
-    def __init__(self, module, explore: bool = True):
-        from ftcl.evaluation.suites import initial_state_batch
-
-        self.module, self.initial, self.explore = module, lambda: initial_state_batch(module, 1), explore
-        self.state = self.initial()
-
-    def reset(self):
-        self.state = self.initial()
-
-    def __call__(self, observation):
-        import tree
-
-        from ftcl.evaluation.suites import policy_actions
-
-        actions, self.state = policy_actions(self.module, tree.map_structure(lambda x: np.asarray(x)[None], observation),
-                                             self.explore, self.state)
-        return int(actions[0])
-
-
-def summary(results: list[dict[str, float]]) -> dict[str, float]:
-    depth = np.array([r["dlvl"] for r in results])
-    return {"games": len(results), "dlvl_mean": float(depth.mean()), "reach_4": float((depth >= 4).mean()),
-            "reach_5": float((depth >= 5).mean()), "score_mean": float(np.mean([r["score"] for r in results])),
-            "steps_mean": float(np.mean([r["steps"] for r in results]))}
 
 
 def main() -> int:
     from ftcl.algorithms.pi_star import load_pi_star_module, save_pi_star
-    from ftcl.pretrain.nethack_clone import clone_policy, record_expert_games
+    from ftcl.pretrain.nethack_clone import (ExpertPlayer, PolicyPlayer, clone_policy, gap_summary, play_games,
+                                             record_expert_games)
 
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir")
@@ -114,10 +51,10 @@ def main() -> int:
     module = load_pi_star_module(work / "module")
     rows = {}
     name_of_pi = "pi_star_greedy" if args.greedy else "pi_star"
-    for name, agent in (("expert", Diver()), (name_of_pi, Policy(module, explore=not args.greedy))):
+    for name, agent in (("expert", ExpertPlayer(0)), (name_of_pi, PolicyPlayer(module, explore=not args.greedy))):
         for start in ("game", "dlvl4"):
             t = time.time()
-            rows[f"{name}/{start}"] = summary(play(agent, start, args.eval_games, args.eval_steps, seed=500))
+            rows[f"{name}/{start}"] = gap_summary(play_games(agent, start, args.eval_games, args.eval_steps, seed=500))
             print(name, start, rows[f"{name}/{start}"], f"{time.time() - t:.0f} s", flush=True)
     (work / ("gap_greedy.json" if args.greedy else "gap.json")).write_text(json.dumps({"args": vars(args), "widths": WIDTHS, "rows": rows}, indent=1))
     print("| agent | start | games | mean deepest level | reached ≥ 4 | ≥ 5 | mean score gained | mean steps |")

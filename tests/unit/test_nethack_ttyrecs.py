@@ -60,6 +60,27 @@ def test_recorded_games_read_back_as_observations_actions_and_boundaries(tmp_pat
     assert (stream["gameids"][stream["valid"]] > 0).all()
 
 
+def test_a_dataset_folder_reads_after_it_moves_and_is_refused_without_its_recordings(tmp_path, monkeypatch):
+    import shutil
+    import sqlite3
+
+    actions, _ = record(tmp_path / "shipped" / "data" / "recordings", games=2)
+    database = tmp_path / "shipped" / "data" / "games.db"
+    ttyrec_database(tmp_path / "shipped" / "data" / "recordings", database)
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT root FROM roots").fetchone()[0] == "recordings", "kept relative"
+    shutil.move(tmp_path / "shipped", tmp_path / "moved")
+    monkeypatch.chdir(tmp_path)  # nle.dataset would join a relative root to this folder
+    moved = tmp_path / "moved" / "data" / "games.db"
+    batch = next(iter(TtyrecBatches(moved, batch_size=2, seq_length=4, shuffle=False)))
+    assert batch["valid"].all() and sorted(batch["actions"][:, 0]) == sorted(game[0] for game in actions)
+    with sqlite3.connect(moved) as connection:
+        assert connection.execute("SELECT root FROM roots").fetchone()[0] == "recordings", "the file is not touched"
+    shutil.rmtree(tmp_path / "moved" / "data" / "recordings")
+    with pytest.raises(ValueError, match="its recordings .* are missing"):
+        TtyrecBatches(moved, batch_size=2, seq_length=4)
+
+
 def test_what_is_no_dataset_is_refused(tmp_path):
     flat = tmp_path / "flat"
     flat.mkdir()
