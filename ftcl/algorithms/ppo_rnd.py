@@ -15,7 +15,11 @@ Per train batch, the `RNDAdvantages` connector (in place of RLlib's GAE piece):
      game's rewards clipped to [−`ext_reward_clip`, +`ext_reward_clip`] (jcwleo clips to [−1, 1];
      None: unclipped), and
      A_int with γ = `gamma_int` (0.99) and no terminations (the intrinsic stream is non-episodic:
-     at an episode's end it bootstraps from V_int of the final observation);
+     at an episode's end it bootstraps from V_int of the final observation) — unless
+     `intrinsic_ends_at_termination`: then a terminated episode's last step earns no intrinsic
+     reward and V_int does not bootstrap past it. For episodes that the experiment ends (an env's
+     `end_on_room_exit`), the final frame is one the agent never goes on from: with the default,
+     leaving the room pays the next room's novelty and V_int there, a reward for leaving;
   5. A = ext_coef·A_ext + int_coef·A_int (2 and 1), not standardised (jcwleo's UseNorm = False);
      value targets for V_ext and V_int.
 The loss is RLlib's clipped PPO surrogate on A, with `vf_loss_coeff`·(V_ext − target)² (set
@@ -78,10 +82,12 @@ class RNDAdvantages(ConnectorV2):
     """Intrinsic rewards, their normalisation and the two-stream GAE (module doc, steps 1-5)."""
 
     def __init__(self, input_observation_space=None, input_action_space=None, *, gamma: float, gamma_int: float,
-                 lambda_: float, ext_coef: float, int_coef: float, ext_reward_clip: float | None = None, **kwargs):
+                 lambda_: float, ext_coef: float, int_coef: float, ext_reward_clip: float | None = None,
+                 intrinsic_ends_at_termination: bool = False, **kwargs):
         super().__init__(input_observation_space, input_action_space, **kwargs)
         self.gamma, self.gamma_int, self.lambda_ = gamma, gamma_int, lambda_
         self.ext_reward_clip = ext_reward_clip
+        self.intrinsic_ends_at_termination = intrinsic_ends_at_termination
         self.ext_coef, self.int_coef = ext_coef, int_coef
         self._running_return: dict[str, float] = {}
         """Per episode (RLlib's id, without the per-batch suffix): R_t at the end of its last chunk."""
@@ -107,6 +113,8 @@ class RNDAdvantages(ConnectorV2):
             end = start + length
             key = str(episode.id_).split("_")[0]
             rewards_int[start:end - 1] = novelty[start + 1:end]  # r_int_t = e(s_{t+1}); the last row is padding
+            if self.intrinsic_ends_at_termination and episode.is_terminated and length > 1:
+                rewards_int[end - 2] = 0.0  # the final frame is never gone on from
             returns_int[start:end - 1] = discounted_running_returns(rewards_int[start:end - 1], self.gamma_int,
                                                                     self._running_return.get(key, 0.0))
             self._running_return[key] = float(returns_int[end - 2]) if length > 1 else self._running_return.get(key, 0.0)
@@ -128,7 +136,9 @@ class RNDAdvantages(ConnectorV2):
             rewards = np.clip(rewards, -self.ext_reward_clip, self.ext_reward_clip)
         advantages_ext, targets_ext = gae_targets(values_ext, rewards, terminateds, truncateds, self.gamma, self.lambda_)
         # the intrinsic stream: a terminated episode's end is a chunk boundary that bootstraps V_int
-        advantages_int, targets_int = gae_targets(values_int, rewards_int.astype(np.float32), np.zeros_like(terminateds),
+        # (non-episodic), or with `intrinsic_ends_at_termination` an end
+        ends = terminateds if self.intrinsic_ends_at_termination else np.zeros_like(terminateds)
+        advantages_int, targets_int = gae_targets(values_int, rewards_int.astype(np.float32), ends,
                                                   np.maximum(truncateds, terminateds), self.gamma_int, self.lambda_)
         results = {
             Postprocessing.ADVANTAGES: (self.ext_coef * advantages_ext + self.int_coef * advantages_int).astype(np.float32),
@@ -153,7 +163,8 @@ class RetentionPPORNDTorchLearner(RetentionPPOTorchLearner):
             self._learner_connector.remove("GeneralAdvantageEstimation")
             self._learner_connector.append(RNDAdvantages(
                 gamma=config.gamma, gamma_int=config.gamma_int, lambda_=config.lambda_,
-                ext_coef=config.ext_coef, int_coef=config.int_coef, ext_reward_clip=config.ext_reward_clip))
+                ext_coef=config.ext_coef, int_coef=config.int_coef, ext_reward_clip=config.ext_reward_clip,
+                intrinsic_ends_at_termination=config.intrinsic_ends_at_termination))
         self._rnd_update_proportion = float(config.rnd_update_proportion)
         self._rnd_generator = torch.Generator(device="cpu").manual_seed(int(config.seed or 0))
 
@@ -175,14 +186,14 @@ class RetentionPPORNDTorchLearner(RetentionPPOTorchLearner):
 
 
 RND_DEFAULTS = {"ext_coef": 2.0, "int_coef": 1.0, "gamma_int": 0.99, "rnd_update_proportion": 0.25,
-                "rnd_obs_norm_steps": 50 * 128, "ext_reward_clip": 1.0}
+                "rnd_obs_norm_steps": 50 * 128, "ext_reward_clip": 1.0, "intrinsic_ends_at_termination": False}
 """jcwleo's values (paper Table 2: ExtCoef, IntCoef, IntGamma, UpdateProportion, ObsNormStep × NumStep;
 its train.py clips the game's rewards to [−1, 1])."""
 
 
 class RetentionPPORNDConfig(RetentionPPOConfig):
     """RetentionPPOConfig with RND: `.training(ext_coef=, int_coef=, gamma_int=, rnd_update_proportion=,
-    rnd_obs_norm_steps=, ext_reward_clip=)` besides PPO's keywords; the module is `RNDPolicyModule` unless set."""
+    rnd_obs_norm_steps=, ext_reward_clip=, intrinsic_ends_at_termination=)` besides PPO's keywords; the module is `RNDPolicyModule` unless set."""
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or RetentionPPORND)
@@ -192,14 +203,16 @@ class RetentionPPORNDConfig(RetentionPPOConfig):
         self.rnd_update_proportion = RND_DEFAULTS["rnd_update_proportion"]
         self.rnd_obs_norm_steps = RND_DEFAULTS["rnd_obs_norm_steps"]
         self.ext_reward_clip = RND_DEFAULTS["ext_reward_clip"]
+        self.intrinsic_ends_at_termination = RND_DEFAULTS["intrinsic_ends_at_termination"]
 
     def training(self, *, ext_coef: float = NotProvided, int_coef: float = NotProvided, gamma_int: float = NotProvided,
                  rnd_update_proportion: float = NotProvided, rnd_obs_norm_steps: int = NotProvided,
-                 ext_reward_clip: float | None = NotProvided, **kwargs):
+                 ext_reward_clip: float | None = NotProvided, intrinsic_ends_at_termination: bool = NotProvided,
+                 **kwargs):
         super().training(**kwargs)
         given = {"ext_coef": ext_coef, "int_coef": int_coef, "gamma_int": gamma_int,
                  "rnd_update_proportion": rnd_update_proportion, "rnd_obs_norm_steps": rnd_obs_norm_steps,
-                 "ext_reward_clip": ext_reward_clip}
+                 "ext_reward_clip": ext_reward_clip, "intrinsic_ends_at_termination": intrinsic_ends_at_termination}
         for key, value in given.items():
             if value is not NotProvided:
                 setattr(self, key, value)
@@ -213,6 +226,8 @@ class RetentionPPORNDConfig(RetentionPPOConfig):
         clip = self.ext_reward_clip
         if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
             raise ValueError(f"ext_reward_clip must be a number > 0 or null (got {clip!r})")
+        if not isinstance(self.intrinsic_ends_at_termination, bool):
+            raise ValueError(f"intrinsic_ends_at_termination must be true or false (got {self.intrinsic_ends_at_termination!r})")
         if not 0 <= self.gamma_int <= 1:
             raise ValueError(f"gamma_int must be in [0, 1] (got {self.gamma_int!r})")
         if not 0 < self.rnd_update_proportion <= 1:

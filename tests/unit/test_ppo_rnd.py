@@ -58,8 +58,9 @@ def _reference_gae(values, rewards, gamma, lam, terminated):
     return advantages, advantages + values[:steps]
 
 
-def test_intrinsic_rewards_normalisation_and_two_stream_gae_match_a_reference():
-    learner = _learner()
+@pytest.mark.parametrize("ends", [False, True], ids=["non_episodic", "intrinsic_ends_at_termination"])
+def test_intrinsic_rewards_normalisation_and_two_stream_gae_match_a_reference(ends):
+    learner = _learner(_config(intrinsic_ends_at_termination=ends))
     module: RNDPolicyModule = learner.module[DEFAULT_MODULE_ID].unwrapped()
     rng = np.random.default_rng(0)
     episodes = [_episode(rng, 7, terminated=True), _episode(rng, 5, terminated=False)]
@@ -73,14 +74,17 @@ def test_intrinsic_rewards_normalisation_and_two_stream_gae_match_a_reference():
 
     # the reference: per episode, e(s) with the statistics before this batch, r_int_t = e(s_{t+1})
     novelties, returns, values = [], [], []
-    for observations, _, _ in recorded:
+    for observations, _, terminated in recorded:
         observations = torch.as_tensor(observations)  # T + 1 observations
         with torch.no_grad():
             novelty = before.novelty(observations).double().numpy()
             values.append(tuple(v.double().numpy() for v in before.compute_both_values(observations)))
-        novelties.append(novelty[1:])
+        rewards_int = novelty[1:].copy()
+        if ends and terminated:  # the final frame of a terminated episode pays nothing
+            rewards_int[-1] = 0.0
+        novelties.append(rewards_int)
         running, episode_returns = 0.0, []
-        for reward in novelty[1:]:
+        for reward in rewards_int:
             running = GAMMA_INT * running + reward
             episode_returns.append(running)
         returns.append(np.array(episode_returns))
@@ -90,7 +94,7 @@ def test_intrinsic_rewards_normalisation_and_two_stream_gae_match_a_reference():
         rewards_int = novelty / return_std
         # the game's rewards (300 points for an item) clipped to [−1, 1], as jcwleo's
         a_ext, t_ext = _reference_gae(v_ext, np.clip(rewards, -1, 1), GAMMA, LAMBDA, terminated=terminated)
-        a_int, t_int = _reference_gae(v_int, rewards_int, GAMMA_INT, LAMBDA, terminated=False)
+        a_int, t_int = _reference_gae(v_int, rewards_int, GAMMA_INT, LAMBDA, terminated=ends and terminated)
         # the connector's rows: T steps, then the final observation's row (padding, masked)
         expected_advantages += [EXT * a_ext + INT * a_int, [np.nan]]
         expected_ext += [t_ext, [np.nan]]
@@ -160,6 +164,7 @@ def test_the_inference_module_holds_trunk_and_policy_only():
 def test_bad_rnd_options_are_refused():
     for options, message in (({"gamma_int": 1.5}, "gamma_int"), ({"rnd_update_proportion": 0.0}, "rnd_update_proportion"),
                              ({"ext_coef": -1.0}, "ext_coef"), ({"rnd_obs_norm_steps": 2.5}, "rnd_obs_norm_steps"),
-                             ({"ext_reward_clip": 0.0}, "ext_reward_clip")):
+                             ({"ext_reward_clip": 0.0}, "ext_reward_clip"),
+                             ({"intrinsic_ends_at_termination": 1}, "intrinsic_ends_at_termination")):
         with pytest.raises(ValueError, match=message):
             _config(**options).validate()
