@@ -153,14 +153,16 @@ def register_robotic_sequence() -> str:
 
 
 @contextlib.contextmanager
-def ray_session() -> Iterator[None]:
-    """A local Ray instance for the block (kept if one is already running), no dashboard."""
+def ray_session(num_cpus: int | None = None) -> Iterator[None]:
+    """A local Ray instance for the block (kept if one is already running), no dashboard. `num_cpus`:
+    the CPUs Ray may hand out (default: the machine's), more where a config asks for more actors
+    than there are cores (the OS then shares the cores among them, as it does for any peer)."""
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     try:
         yield

@@ -20,7 +20,12 @@ Follow-ups (only with `--only`):
           per-parameter loop); `--profile` prints cProfile per method instead;
   plain-sac-bc  the plain-PyTorch SAC update with λ·BC on 128 buffer states (separate, fused);
   ppo-vs-sb3    RetentionPPO and SB3 PPO, one iteration per window, interleaved (`--num-envs`);
-  ppo-profile   pyinstrument profile of RetentionPPO.train() (`--num-envs`).
+  ppo-profile   pyinstrument profile of RetentionPPO.train() (`--num-envs`);
+  nethack       APPO on NetHack with the paper's tty_lstm network (`--widths`, CPU widths by default):
+          ftcl RetentionAPPO against Sample Factory 2.1.1 (the authors' framework) at the same widths,
+          `--workers` × `--num-envs` envs (default 2 × 4), rollout 32, `--batch` (1024), windows of
+          `--window-s` after `--warmup-s`, interleaved; Sample Factory runs in its own venv
+          (`--sf-venv`, made by `bash benchmarks/sample_factory_setup.sh DIR`).
 Timings: warm-up first, then the median of `--repeats` timed windows; every row records the
 1-minute load average at its measurement. Rows go to `--out` (CSV).
 
@@ -41,8 +46,11 @@ from benchmarks.common import (
 )
 
 PARTS = ("env", "sac", "ppo", "memory", "rnd")
-FOLLOW_UPS = ("sac-learner", "ppo-learner", "plain-sac-bc", "ppo-vs-sb3", "ppo-profile")
-FOLLOW_UP_REPEATS = {"sac-learner": 7, "ppo-learner": 7, "plain-sac-bc": 11, "ppo-vs-sb3": 5, "ppo-profile": 2}
+FOLLOW_UPS = ("sac-learner", "ppo-learner", "plain-sac-bc", "ppo-vs-sb3", "ppo-profile", "nethack")
+FOLLOW_UP_REPEATS = {"sac-learner": 7, "ppo-learner": 7, "plain-sac-bc": 11, "ppo-vs-sb3": 5, "ppo-profile": 2, "nethack": 5}
+SF_VENV = Path(".venv-sample-factory")
+"""Where `nethack` looks for Sample Factory's venv unless `--sf-venv` says otherwise (relative: to the
+working directory)."""
 NEEDS = {"sac": "stable_baselines3", "ppo": "stable_baselines3", "ppo-vs-sb3": "stable_baselines3", "ppo-profile": "pyinstrument"}
 
 
@@ -118,6 +126,15 @@ def run_part(part: str, args: argparse.Namespace, repeats: int, methods: list[st
         title = (f"SAC learner, fixed replay batch, 50 minibatches of {SAC_BATCH} per call" if which == "sac"
                  else f"PPO learner, fixed {PPO_BATCH}-step CartPole batch, 1 epoch, minibatch {PPO_MINIBATCH}")
         return title, rows, {"retention data": data_note(args.data)}
+    if part == "nethack":
+        from benchmarks.nethack_rates import ENV_NAME, nethack_rows, parse_widths
+
+        num_envs = args.num_envs if args.num_envs > 1 else 4
+        window_s = args.window_s if args.window_s is not None else (20.0 if args.quick else 60.0)
+        warmup_s = args.warmup_s if args.warmup_s is not None else (10.0 if args.quick else 30.0)
+        rows, extra = nethack_rows(args.sf_venv, args.workers, num_envs, args.batch, parse_widths(args.widths), repeats,
+                                   window_s, warmup_s)
+        return f"APPO + tty_lstm, {ENV_NAME}, ftcl vs Sample Factory, interleaved", rows, extra
     if part == "plain-sac-bc":
         from benchmarks.plain_sac import bc_overhead_rows
 
@@ -157,12 +174,28 @@ def check_methods(part: str, methods: list[str]) -> str | None:
     return None
 
 
+def check_nethack(args: argparse.Namespace) -> str | None:
+    """An error message for bad `nethack` sizes or a missing Sample Factory venv, else None."""
+    from benchmarks.nethack_rates import check_sf_venv, parse_widths
+
+    if args.workers < 1 or args.batch < 32 or args.batch % 32:
+        return "--workers must be >= 1 and --batch a positive multiple of 32 (the rollout and sequence length)"
+    if (args.window_s is not None and args.window_s <= 0) or (args.warmup_s is not None and args.warmup_s < 0):
+        return "--window-s must be > 0 and --warmup-s >= 0"
+    try:
+        parse_widths(args.widths)
+    except ValueError as error:
+        return str(error)
+    return check_sf_venv(args.sf_venv)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ftcl bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  ftcl bench --quick\n  ftcl bench --only sac --methods finetune,bc --out results/throughput.csv\n"
                "  ftcl bench --only ppo-learner --methods finetune,bc,bc_sep,l2,l2_loop --repeats 11\n"
                "  ftcl bench --only ppo-vs-sb3 --num-envs 8 --repeats 5\n"
+               "  ftcl bench --only nethack --sf-venv /path/to/sf_venv --out results/nethack_throughput.csv\n"
                "(the same as python -m benchmarks.run ... from the repository root)",
     )
     parser.add_argument("--quick", action="store_true", help="small windows and fewer settings (< ~3 min)")
@@ -175,7 +208,18 @@ def _parser() -> argparse.ArgumentParser:
                         help="SAC rollout_fragment_length K: K env steps, then K gradient steps (UTD 1)")
     parser.add_argument("--methods", default=None, help="comma-separated subset of retention methods")
     parser.add_argument("--num-envs", type=int, default=1,
-                        help="envs per env runner (ppo-vs-sb3, ppo-profile; rnd: default 8)")
+                        help="envs per env runner (ppo-vs-sb3, ppo-profile; rnd: default 8; nethack: default 4)")
+    nethack = parser.add_argument_group("nethack (ftcl vs Sample Factory)")
+    nethack.add_argument("--workers", type=int, default=2, help="env runners (ftcl) = rollout workers (Sample Factory)")
+    nethack.add_argument("--batch", type=int, default=1024, help="env steps per learner update, a multiple of 32")
+    nethack.add_argument("--widths", default=None,
+                         help="tty_lstm widths over the CPU defaults, e.g. h_dim=256,msg_hdim=64 (defaults: "
+                              "h_dim=128,msg_hdim=32,blstats_hdim=64,fc_after_cnn_hdim=64,char_edim=8,color_edim=8)")
+    nethack.add_argument("--window-s", type=float, default=None, help="seconds per timed window (default 60; --quick 20)")
+    nethack.add_argument("--warmup-s", type=float, default=None, help="warm-up seconds before timing (default 30; --quick 10)")
+    nethack.add_argument("--sf-venv", type=Path, default=SF_VENV,
+                         help=f"Sample Factory's venv (default {SF_VENV}; make one with "
+                              "bash benchmarks/sample_factory_setup.sh DIR)")
     parser.add_argument("--profile", action="store_true", help="sac-learner/ppo-learner: print cProfile per method")
     parser.add_argument("--out", type=Path, default=None, help="CSV file for all rows")
     return parser
@@ -195,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     methods = {part: part_methods(part, args.methods, args.quick) for part in parts}
     for part in parts:
         problem = check_methods(part, methods[part])
+        if problem is None and part == "nethack":
+            problem = check_nethack(args)
         if problem is None and part in NEEDS and importlib.util.find_spec(NEEDS[part]) is None:
             problem = f"part {part!r} needs {NEEDS[part]}: `make bench` installs it, or pip install -e '.[bench]'"
         if problem:
