@@ -112,43 +112,36 @@ def _set_root(db_path: str | Path, name: str, root: str) -> None:
         connection.close()
 
 
-def dataset_root(db_path: str | Path, name: str = "ftcl") -> Path:
-    """Where the recordings of dataset `name` lie: its registered root, taken relative to the
-    database's folder when it was registered beside it. ValueError when it is gone."""
-    import sqlite3
-
-    import nle.dataset as nld
-
-    try:
-        connection = nld.db.connect(str(db_path))
-        try:
-            row = connection.execute("SELECT root FROM roots WHERE dataset_name = ?", (name,)).fetchone()
-        finally:
-            connection.close()
-    except sqlite3.DatabaseError as error:
-        raise ValueError(f"{db_path} is no nle.dataset database ({error})") from None
+def _registered_root(db_path: str | Path, name: str) -> str:
+    """The root recorded for dataset `name` (ValueError for a file that is no such database)."""
+    row = _query(db_path, lambda connection: connection.execute(
+        "SELECT root FROM roots WHERE dataset_name = ?", (name,)).fetchone())
     if row is None:
         raise ValueError(f"{db_path} holds no dataset {name!r}")
-    root = Path(row[0]) if os.path.isabs(row[0]) else Path(db_path).resolve().parent / row[0]
-    if not root.is_dir():
-        raise ValueError(f"ttyrec database {db_path}: its recordings ({root}) are missing")
-    return root
+    return row[0]
 
 
 def readable_database(db_path: str | Path, folder: str | Path, name: str = "ftcl") -> Path:
-    """A copy of the database in `folder` with its root made absolute, which `nle.dataset` reads from
-    any working folder (it joins a relative root to the process's own); the file given is not touched."""
+    """A database `nle.dataset` reads from any working folder (it joins a relative root to the
+    process's own): `db_path` itself when its root is absolute (NLD-AA's, read in place), else a
+    copy in `folder` with the root made absolute (the database's own folder joined to it); the file
+    given is not touched. ValueError when the recordings are gone."""
     import shutil
 
-    root = dataset_root(db_path, name)
+    registered = _registered_root(db_path, name)
+    root = Path(registered) if os.path.isabs(registered) else Path(db_path).resolve().parent / registered
+    if not root.is_dir():
+        raise ValueError(f"ttyrec database {db_path}: its recordings ({root}) are missing")
+    if os.path.isabs(registered):
+        return Path(db_path)
     copy = Path(folder) / Path(db_path).name
     shutil.copyfile(db_path, copy)
     _set_root(copy, name, str(root))
     return copy
 
 
-def count_games(db_path: str | Path, name: str = "ftcl") -> int:
-    """Games of dataset `name` in the sqlite file (ValueError for a file that is no such database)."""
+def _query(db_path: str | Path, read):
+    """`read(connection)` on the sqlite file (ValueError for a file that is no nle.dataset database)."""
     import sqlite3
 
     import nle.dataset as nld
@@ -156,11 +149,18 @@ def count_games(db_path: str | Path, name: str = "ftcl") -> int:
     try:
         connection = nld.db.connect(str(db_path))
         try:
-            return int(nld.db.count_games(name, conn=connection))
+            return read(connection)
         finally:
             connection.close()
     except sqlite3.DatabaseError as error:
         raise ValueError(f"{db_path} is no nle.dataset database ({error})") from None
+
+
+def count_games(db_path: str | Path, name: str = "ftcl") -> int:
+    """Games of dataset `name` in the sqlite file (ValueError for a file that is no such database)."""
+    import nle.dataset as nld
+
+    return int(_query(db_path, lambda connection: nld.db.count_games(name, conn=connection)))
 
 
 class TtyrecBatches:
@@ -176,7 +176,7 @@ class TtyrecBatches:
         if games < batch_size:
             raise ValueError(f"ttyrec database {db_path} holds {games} games of {name!r}; a batch of "
                              f"{batch_size} rows needs at least as many")
-        self._folder = tempfile.TemporaryDirectory(prefix="ftcl-ttyrecs-")  # lives as long as the reader
+        self._folder = tempfile.TemporaryDirectory(prefix="ftcl-ttyrecs-")  # for a copy; lives as long as the reader
         readable = readable_database(db_path, self._folder.name, name)
         self._dataset = nld.TtyrecDataset(name, batch_size=batch_size, seq_length=seq_length,
                                           dbfilename=str(readable), shuffle=shuffle, loop_forever=loop_forever)
