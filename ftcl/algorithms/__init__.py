@@ -78,6 +78,9 @@ def check_training_options(name: str, options: dict) -> None:
             raise ValueError(f"{key!r} is not a keyword of {name}'s training() (RLlib {rllib_class}.training "
                              f"and ftcl's additions){hint}")
         _check_range(key, value)
+    config_class = algorithm_config_class(name)
+    if hasattr(config_class, "check_option_combination"):  # options that only mean something together
+        config_class.check_option_combination(config_class().training(**options))
 
 
 def _check_range(key: str, value) -> None:

@@ -212,6 +212,8 @@ def load_pi_star_into(module: torch.nn.Module, pi_star: PiStar) -> None:
         problems.append(f"it has tensors the module does not: {_describe({'unexpected': unexpected})}")
     if mismatched:
         problems.append(f"shapes differ (checkpoint vs module): {_describe({'tensors': mismatched})}")
+    if any("returns_normalizer" in name for names in [*missing.values(), unexpected] for name in names):
+        problems.append("the model option normalize_returns must be what π* was trained with")
     if problems:
         raise ValueError(f"π* checkpoint {str(pi_star.path)!r} does not fit {type(module).__name__}: "
                          + "; ".join(problems))

@@ -28,6 +28,11 @@ to cost more than the networks themselves on small models (results/throughput.md
 4. `StayInEvalModeMixin` — mirrors `RLModule.forward_exploration` / `forward_inference`, which run
    `eval()` before and `train()` after every call; here the module switches to eval mode once and
    stays there until `forward_train()` (RetentionPPO's default module).
+
+One replacement does change the arithmetic, on purpose, and lives in its own module:
+`ftcl.algorithms.appo_targets` replaces the `vtrace_torch` call of `APPOTorchLearner`'s loss while
+that loss runs (RLlib's V-trace loses the bootstrap value of chunks that end inside a row; ftcl's
+options `vtrace: false`, `reward_clip`, `standardize_advantages` and a normalised value head).
 """
 from __future__ import annotations
 

@@ -70,12 +70,46 @@ def action_of_key() -> np.ndarray:
     return table
 
 
-def ttyrec_database(root: str | Path, db_path: str | Path, name: str = "ftcl") -> int:
+CHARACTER_FIELDS = ("role", "race", "align0", "gender0")
+"""The xlogfile fields of a character's four parts, role-race-alignment-gender (NLE's order, as in
+mon-hum-neu-mal); alignment and gender as the game started (a game may convert its alignment)."""
+
+
+def character_filter(character: str) -> list[tuple[str, str]]:
+    """mon-hum-neu-mal -> [(field, value)] for the given parts; "@" (NLE's "any") or a shorter
+    string leaves the remaining parts free: "mon" is every Monk. ValueError for another shape."""
+    parts = character.lower().split("-")
+    if not 1 <= len(parts) <= 4 or any(len(part) != 3 and part != "@" for part in parts):
+        raise ValueError(f"character {character!r}: role-race-alignment-gender of three letters each, "
+                         "like mon-hum-neu-mal (a part may be @, trailing parts may be left out)")
+    return [(field, part) for field, part in zip(CHARACTER_FIELDS, parts) if part != "@"]
+
+
+def _keep_only_character(db_path: Path, name: str, character: str) -> None:
+    """Drop from dataset `name` the games of other characters (the games stay in the file's table)."""
+    import sqlite3
+
+    where = " AND ".join(f"lower(substr({field}, 1, 3)) = ?" for field, _ in character_filter(character))
+    values = [value for _, value in character_filter(character)]
+    connection = sqlite3.connect(str(db_path))
+    try:
+        with connection:
+            connection.execute(f"DELETE FROM datasets WHERE dataset_name = ? AND gameid NOT IN "
+                               f"(SELECT gameid FROM games WHERE {where or '1'})", [name, *values])
+    finally:
+        connection.close()
+
+
+def ttyrec_database(root: str | Path, db_path: str | Path, name: str = "ftcl", character: str | None = None) -> int:
     """Register the recordings under `root` as dataset `name` in a new sqlite file `db_path`;
-    returns the number of games. ValueError (nothing left behind) when `root` holds no game: no
-    folder, no `<run>/*.xlogfile`, or xlogfiles without finished games."""
+    returns the number of games. With `character` (mon-hum-neu-mal: the paper's Human Monk games of
+    NLD-AA) only that character's games belong to the dataset. ValueError (nothing left behind)
+    when `root` holds no game: no folder, no `<run>/*.xlogfile`, xlogfiles without finished games,
+    or none of the character asked for."""
     import nle.dataset as nld
 
+    if character is not None:
+        character_filter(character)
     root, db_path = Path(root), Path(db_path)
     if not root.is_dir():
         raise ValueError(f"ttyrec dataset {root}: no such folder")
@@ -91,6 +125,12 @@ def ttyrec_database(root: str | Path, db_path: str | Path, name: str = "ftcl") -
     nld.db.create(str(partial))
     nld.add_nledata_directory(str(root.resolve()), name, str(partial))
     games = count_games(partial, name)
+    if games and character is not None:
+        _keep_only_character(partial, name, character)
+        if count_games(partial, name) == 0:
+            partial.unlink()
+            raise ValueError(f"ttyrec dataset {root}: none of its {games} games is of character {character!r}")
+        games = count_games(partial, name)
     if games == 0:
         partial.unlink()
         raise ValueError(f"ttyrec dataset {root}: its xlogfiles list no finished game")
@@ -207,12 +247,19 @@ class TtyrecBatches:
             }
 
 
-if __name__ == "__main__":  # python -m ftcl.data.ttyrecs ROOT DB: register a dataset (NLD-AA, or ftcl's recordings)
+if __name__ == "__main__":  # python -m ftcl.data.ttyrecs ROOT DB [--character C]: register a dataset
+    import argparse
     import sys
 
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m ftcl.data.ttyrecs ROOT DB   (ROOT/<run>/*.xlogfile with its ttyrecs; DB a new file)")
+    parser = argparse.ArgumentParser(prog="python -m ftcl.data.ttyrecs",
+                                     description="Register NetHack recordings (NLD-AA, or ftcl's) in an nle.dataset database.")
+    parser.add_argument("root", help="ROOT/<run>/*.xlogfile with their ttyrecs")
+    parser.add_argument("db", help="a new sqlite file")
+    parser.add_argument("--character", help="keep one character's games, role-race-alignment-gender "
+                                            "(the paper: mon-hum-neu-mal; 'mon' is every Monk)")
+    arguments = parser.parse_args()
     try:
-        print(f"{ttyrec_database(sys.argv[1], sys.argv[2])} games registered in {sys.argv[2]}")
+        games = ttyrec_database(arguments.root, arguments.db, character=arguments.character)
     except ValueError as error:
         sys.exit(f"error: {error}")
+    print(f"{games} games registered in {arguments.db}" + (f" (character {arguments.character})" if arguments.character else ""))

@@ -10,8 +10,10 @@ Key layouts:
   baseline), `action_parameterization.distribution_linear.*` (the policy).
 
 The network's widths are read from the checkpoint's shapes (`config_from_state`). A key of the
-network the checkpoint lacks, a checkpoint key nothing takes (a returns normaliser, for one: ftcl's
-value head has none), or a shape that differs is a ValueError that names them.
+network the checkpoint lacks, a checkpoint key nothing takes, or a shape that differs is a ValueError
+that names them. A checkpoint with a returns normaliser (`returns_normalizer.*`: the authors trained
+with normalised returns) gives a network with one (`normalize_returns`), so its value head keeps
+its scale.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from ftcl.models.tty_lstm import TtyLSTMNet, TtyNetConfig
 
 ENCODER_PREFIXES = ("topline_encoder.", "bottomline_encoder.", "screen_encoder.", "crop.", "extract_crop_representation.", "fc.")
 SAMPLE_FACTORY_RENAMES = (("encoder.", ""), ("core.core.", "core."), ("critic_linear.", "baseline."),
-                          ("action_parameterization.distribution_linear.", "policy."))
+                          ("action_parameterization.distribution_linear.", "policy."),
+                          ("returns_normalizer.", "returns_normalizer."))
 FORMATS = ("tuyls", "sample_factory")
 
 
@@ -77,7 +80,8 @@ def config_from_state(state: Mapping[str, torch.Tensor]) -> TtyNetConfig:
                         fc_after_cnn_hdim=after_cnn, char_edim=shape("screen_encoder.char_embeddings.weight")[1],
                         color_edim=shape("screen_encoder.color_embeddings.weight")[1], screen_conv_blocks=blocks,
                         screen_kernel_size=shape("screen_encoder.conv_net.0.0.weight")[-1], crop_dim=crop_dim,
-                        use_prev_action=fc_in == encoded + num_actions)
+                        use_prev_action=fc_in == encoded + num_actions,
+                        normalize_returns="returns_normalizer.running_mean" in state)
 
 
 def load_state_strictly(net: TtyLSTMNet, state: Mapping[str, torch.Tensor]) -> None:

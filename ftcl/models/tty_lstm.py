@@ -15,7 +15,7 @@ colours, cursor mask) and the previous action (−1 at an episode's first step: 
                 BatchNorm → ELU), channels 16, 16, 16, 16, 8
     h_t       = FC h_dim → ReLU → FC h_dim → ReLU on [message, status, map, one-hot a_{t−1}, crop]
     (x_t, c_t) = LSTM(h_t, state_{t−1}), the state zeroed where an episode starts
-    π(·|s_t) = softmax(FC(x_t) → |A|), V(s_t) = FC(x_t) → 1
+    π(·|s_t) = softmax(FC(x_t) → |A|), V(s_t) = FC(x_t) → 1  (with `normalize_returns`: V = σ·FC(x_t) + μ)
 
 Sub-module names and shapes follow the authors' checkpoints (`topline_encoder`,
 `bottomline_encoder`, `screen_encoder`, `crop`, `extract_crop_representation`, `fc`, `core`,
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ftcl.models.returns_normalizer import ReturnsNormalizer
 
 ROWS, COLUMNS = 24, 80
 MAP_ROWS = ROWS - 3  # the top line and the two status lines are not map
@@ -48,6 +50,9 @@ class TtyNetConfig:
     screen_kernel_size: int = 3
     crop_dim: int = 9
     use_prev_action: bool = True
+    normalize_returns: bool = False
+    """The baseline predicts normalised returns (the authors' learner): the net holds their running
+    statistics (`returns_normalizer`, `ftcl.models.returns_normalizer`)."""
 
 
 def _conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
@@ -167,6 +172,8 @@ class TtyLSTMNet(nn.Module):
         self.core = nn.LSTM(config.h_dim, config.h_dim, num_layers=1)
         self.policy = nn.Linear(config.h_dim, config.num_actions)
         self.baseline = nn.Linear(config.h_dim, 1)
+        if config.normalize_returns:
+            self.returns_normalizer = ReturnsNormalizer()
 
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         zeros = torch.zeros(1, batch, self.config.h_dim, device=self.policy.weight.device)

@@ -46,6 +46,8 @@ METRIC_WHITELIST = (
     "learners/*/qf_loss",
     "learners/*/alpha_loss",
     "learners/*/alpha_value",
+    "learners/*/returns_mean",
+    "learners/*/returns_std",
     "learners/*/retention_*",
     "learners/*/num_trainable_parameters",
     "num_env_steps_sampled_lifetime",

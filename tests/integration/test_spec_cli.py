@@ -106,6 +106,9 @@ def write_spec(tmp_path: Path, mutate) -> Path:
         (lambda raw: raw["pretrained"].update(initial_alpha=0.1), "pretrained.initial_alpha: only sac"),
         (lambda raw: raw.update(methods=[{"name": "scratch"}], pretrained={}, evaluation={"cka": True}),
          "evaluation.cka: compares the layers against θ* and needs π*"),
+        # RLlib's APPO would ignore λ under V-trace without a word
+        (lambda raw: raw["algorithm"].update(name="appo", actor_optimizer=None, options={"lambda_": 0.95}),
+         "algorithm.options: appo: lambda_ (0.95) applies only with vtrace: false"),
     ],
 )
 def test_bad_spec_files(tmp_path, mutate, message):

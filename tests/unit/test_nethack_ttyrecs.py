@@ -11,13 +11,14 @@ from ftcl.data.ttyrecs import TtyrecBatches, action_of_key, ttyrec_database
 QUIT = "#quit\ry"
 
 
-def record(root, games: int) -> tuple[list[list[int]], list[list[np.ndarray]]]:
-    """Play `games` short games (random moves, then #quit) into root/run0; per game the actions
+def record(root, games: int, character: str = "mon-hum-neu-mal",
+           run: str = "run0") -> tuple[list[list[int]], list[list[np.ndarray]]]:
+    """Play `games` short games (random moves, then #quit) into root/<run>; per game the actions
     and the observations they answered."""
     from nle import nethack
 
     keys = [int(a) for a in nethack.ACTIONS]
-    env = NetHackEnv({"seed": 0, "ttyrec_dir": str(root / "run0")})
+    env = NetHackEnv({"seed": 0, "ttyrec_dir": str(root / run), "character": character})
     rng = np.random.default_rng(0)
     actions, frames = [], []
     for game in range(games):
@@ -129,3 +130,25 @@ def test_quitting_a_truncated_game_with_a_menu_open_completes_its_recording(tmp_
         env.quit_game()
     env.close()
     assert ttyrec_database(tmp_path / "data", tmp_path / "games.db") == 2
+
+
+def test_a_dataset_keeps_one_characters_games_when_asked(tmp_path):
+    """NLD-AA holds every character; the paper's BC and EWC read its Human Monk games."""
+    import subprocess
+    import sys
+
+    record(tmp_path / "data", games=2)
+    record(tmp_path / "data", games=1, character="val-dwa-law-fem", run="run1")
+    assert ttyrec_database(tmp_path / "data", tmp_path / "all.db") == 3
+    assert ttyrec_database(tmp_path / "data", tmp_path / "monk.db", character="mon-hum-neu-mal") == 2
+    assert ttyrec_database(tmp_path / "data", tmp_path / "valkyrie.db", character="val") == 1
+    streams = {int(g) for batch in TtyrecBatches(tmp_path / "monk.db", batch_size=1, seq_length=50, shuffle=False)
+               for g in batch["gameids"].flatten() if g}
+    assert len(streams) == 2, "the reader sees the Monk games only"
+    with pytest.raises(ValueError, match="none of its 3 games is of character 'sam-hum-law-mal'"):
+        ttyrec_database(tmp_path / "data", tmp_path / "samurai.db", character="sam-hum-law-mal")
+    assert not (tmp_path / "samurai.db").exists() and not (tmp_path / "samurai.db.partial").exists()
+    done = subprocess.run([sys.executable, "-m", "ftcl.data.ttyrecs", str(tmp_path / "data"), str(tmp_path / "x.db"),
+                           "--character", "monk"], capture_output=True, text=True)
+    assert done.returncode == 1 and "three letters each, like mon-hum-neu-mal" in done.stderr
+    assert not (tmp_path / "x.db").exists()

@@ -92,9 +92,12 @@ def test_a_truncated_or_foreign_checkpoint_is_refused(tmp_path):
     truncated = _save_as(net, tmp_path / "a.tar", "tuyls", lambda s: s.pop("baseline.weight"))
     with pytest.raises(ValueError, match=r"missing: baseline.weight"):
         load_paper_checkpoint(truncated)
-    normaliser = _save_as(net, tmp_path / "b.tar", "sample_factory", lambda s: s.update({"returns_normalizer.running_mean": torch.zeros(1)}))
-    with pytest.raises(ValueError, match="no place in the network: returns_normalizer.running_mean"):
-        load_paper_checkpoint(normaliser, "sample_factory")
+    foreign = _save_as(net, tmp_path / "b.tar", "sample_factory", lambda s: s.update({"obs_normalizer.running_mean": torch.zeros(1)}))
+    with pytest.raises(ValueError, match="no place in the network: obs_normalizer.running_mean"):
+        load_paper_checkpoint(foreign, "sample_factory")
+    half_normaliser = _save_as(net, tmp_path / "f.tar", "sample_factory", lambda s: s.update({"returns_normalizer.running_mean": torch.zeros(1, dtype=torch.float64)}))
+    with pytest.raises(ValueError, match=r"missing: returns_normalizer.running_var, returns_normalizer.count"):
+        load_paper_checkpoint(half_normaliser, "sample_factory")
     reshaped = _save_as(net, tmp_path / "c.tar", "tuyls", lambda s: s.update({"policy.bias": torch.zeros(120)}))
     with pytest.raises(ValueError, match=r"shape: policy.bias \(120,\)"):
         load_paper_checkpoint(reshaped)
@@ -105,6 +108,34 @@ def test_a_truncated_or_foreign_checkpoint_is_refused(tmp_path):
         load_paper_checkpoint(tmp_path / "e.tar")
     with pytest.raises(ValueError, match="not found"):
         load_paper_checkpoint(tmp_path / "none.tar")
+
+
+def test_a_checkpoint_trained_on_normalised_returns_keeps_its_value_scale(tmp_path):
+    """The authors trained with normalised returns: their checkpoint's `returns_normalizer` comes along,
+    and V = σ·head + μ, not the head's raw output."""
+    statistics = {"returns_normalizer.running_mean": torch.tensor([120.0], dtype=torch.float64),
+                  "returns_normalizer.running_var": torch.tensor([400.0], dtype=torch.float64),
+                  "returns_normalizer.count": torch.tensor([1e6], dtype=torch.float64)}
+    path = _save_as(TtyLSTMNet(SMALL).eval(), tmp_path / "model.tar", "sample_factory", lambda s: s.update(statistics))
+    loaded = load_paper_checkpoint(path, "sample_factory").eval()
+    assert loaded.config.normalize_returns
+    head = torch.tensor([0.5])
+    assert loaded.returns_normalizer.denormalize(head).item() == pytest.approx(120.0 + 0.5 * 20.0, rel=1e-4)
+
+
+def test_a_pi_star_and_a_spec_that_disagree_on_normalised_returns_are_refused(tmp_path):
+    from ftcl.algorithms.pi_star import load_pi_star_into, read_pi_star, save_pi_star
+    from ftcl.envs.nethack import NetHackEnv
+    from ftcl.models.tty_lstm_module import TtyLSTMModule
+
+    env = NetHackEnv({})
+    widths = {"h_dim": 16, "msg_hdim": 8, "blstats_hdim": 16, "fc_after_cnn_hdim": 16, "char_edim": 4, "color_edim": 4}
+    build = lambda **extra: TtyLSTMModule(observation_space=env.observation_space, action_space=env.action_space,
+                                          model_config={**widths, **extra})
+    save_pi_star(build(), tmp_path / "plain")
+    with pytest.raises(ValueError, match="lacks other: net.returns_normalizer.*normalize_returns must be what π\\* was"):
+        load_pi_star_into(build(normalize_returns=True), read_pi_star(tmp_path / "plain"))
+    env.close()
 
 
 def test_the_import_command_writes_a_pi_star_that_acts_as_the_checkpoint(tmp_path):
