@@ -56,7 +56,7 @@ def parse_widths(text: str | None) -> dict[str, int]:
 
     # the integer sizes of the network (the action count is the env's, the previous action always used)
     names = sorted(f.name for f in dataclasses.fields(TtyNetConfig))
-    names = [name for name in names if name not in ("num_actions", "use_prev_action")]
+    names = [name for name in names if name not in ("num_actions", "use_prev_action", "normalize_returns")]
     widths = dict(CPU_WIDTHS)
     for item in (text or "").split(","):
         if not item.strip():
