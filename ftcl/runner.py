@@ -86,7 +86,10 @@ def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: st
 
     plans = plan_trials(spec, stage)
     plan_dicts = {p.key: p.as_dict() for p in plans}
-    spec_json = spec.model_dump_json(by_alias=True)
+    # Trials log artifacts to the driver's store, wherever they run: its URI goes with the spec (a
+    # worker node's own MLFLOW_TRACKING_URI or FTCL_HOME would name another store, or none).
+    resolved_tracking = spec.tracking.model_copy(update={"uri": store.tracking_uri(spec.tracking.uri)})
+    spec_json = spec.model_copy(update={"tracking": resolved_tracking}).model_dump_json(by_alias=True)
     analytic = spec.algorithm.name in ANALYTIC_ALGORITHMS
     base = analytic_trainable if analytic else FtclTrainable
     command = command_line()

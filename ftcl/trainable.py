@@ -26,6 +26,7 @@ from ray import tune
 from ftcl.evaluation.state_records import ARTIFACT_DIR, FILE_NAME as STATE_RECORD_FILE
 from ftcl.plan import TrialPlan, pi_star_paths, pretrained_paths, trial_spec
 from ftcl.pretrain.export import export_pretrained
+from ftcl.tracking.callbacks import NODE_KEY
 from ftcl.trial_config import build_algorithm_config, register_envs
 from ftcl.spec import ExperimentSpec
 
@@ -90,8 +91,11 @@ class FtclTrainable(tune.Trainable):
     def setup(self, config: dict, spec_json: str, plans: dict, experiment_dir: str, command: str) -> None:
         import torch
 
+        import ray
+
         torch.set_num_threads(1)
         register_envs()
+        self.node_id = ray.get_runtime_context().get_node_id()  # reported with every result (NODE_KEY)
         self.spec = ExperimentSpec.model_validate_json(spec_json)
         self.plan = TrialPlan(**plans[config["ftcl_trial"]])
         self.trial = trial_spec(self.spec, self.plan)
@@ -190,7 +194,7 @@ class FtclTrainable(tune.Trainable):
             # A point at env step 0: π* (or the random init) before any update.
             metrics = self._evaluate()
             self.next_evaluation = self.trial.evaluation.every_env_steps
-            return {**metrics, "env_steps": 0, "ftcl_trial": self.plan.key, "done": False}
+            return {**metrics, "env_steps": 0, "ftcl_trial": self.plan.key, NODE_KEY: self.node_id, "done": False}
         result = _flatten(self.algo.train())
         steps = int(result.get("num_env_steps_sampled_lifetime", 0))
         now = time.time()
@@ -206,7 +210,7 @@ class FtclTrainable(tune.Trainable):
             self.next_evaluation = (steps // every + 1) * every
         if done and self.plan.stage == "pretrain":
             export_pretrained(self.algo, self.spec, self.trial, self.plan, self.experiment_dir, steps, self.command)
-        return {**metrics, "env_steps": steps, "ftcl_trial": self.plan.key, "done": done}
+        return {**metrics, "env_steps": steps, "ftcl_trial": self.plan.key, NODE_KEY: self.node_id, "done": done}
 
     # ---- checkpoints ----
     def save_checkpoint(self, checkpoint_dir: str) -> None:

@@ -271,9 +271,11 @@ def two_state_mdp_trainable(config: dict) -> None:
     Reports `gradient_step`, `theta`, `value_s0` and `global_optimum_value` at step 0, every
     `report_every` steps, and at the last step.
     """
+    import ray
     from ray import tune
 
     options = TwoStateMDPOptions(**config)
+    node = ray.get_runtime_context().get_node_id()  # the Ray node it runs on (ftcl.tracking's NODE_KEY)
     physics = dict(gamma=options.gamma, r0=options.r0, r1=options.r1, epsilon=options.epsilon)
     _, optimum_value = global_optimum(options.variant, **physics)
     trajectory = gradient_ascent(
@@ -291,5 +293,6 @@ def two_state_mdp_trainable(config: dict) -> None:
                     "theta": theta,
                     "value_s0": value,
                     "global_optimum_value": optimum_value,
+                    "ftcl_node_id": node,
                 }
             )

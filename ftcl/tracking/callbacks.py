@@ -56,6 +56,9 @@ METRIC_WHITELIST = (
     "value_s0",
 )
 STEP_KEYS = ("env_steps", "gradient_step")
+NODE_KEY = "ftcl_node_id"
+"""Result key: the Ray node id the trial ran on; the run's tag `ftcl.nodes` lists them in order (a
+trial restored on another node after a node loss adds one)."""
 
 
 def step_of(result: dict[str, Any]) -> int:
@@ -107,14 +110,16 @@ class MLflowTracking(Callback):
         """Trial key -> metric key -> the highest step of it in MLflow."""
         self._ended: set[str] = set()
         """Trial keys whose run this driver marked FINISHED or FAILED."""
+        self._nodes: dict[str, list[str]] = {}
+        """Trial key -> the nodes it ran on, in order (the run's `ftcl.nodes` tag)."""
 
     def __getstate__(self) -> dict:  # Tune pickles callbacks into its experiment state
         state = dict(self.__dict__)
-        state.update(_client=None, _run_ids={}, _pending={}, _written_through={}, _ended=set())
+        state.update(_client=None, _run_ids={}, _pending={}, _written_through={}, _ended=set(), _nodes={})
         return state
 
     def __setstate__(self, state: dict) -> None:  # also an experiment state pickled by an older ftcl
-        self.__dict__.update({"_pending": {}, "_written_through": {}, "_ended": set(), **state})
+        self.__dict__.update({"_pending": {}, "_written_through": {}, "_ended": set(), "_nodes": {}, **state})
 
     @property
     def client(self):
@@ -162,7 +167,12 @@ class MLflowTracking(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
 
-        self._run_id(trial)
+        run_id = self._run_id(trial)
+        node = result.get(NODE_KEY)
+        nodes = self._nodes.setdefault(trial.config["ftcl_trial"], [])
+        if isinstance(node, str) and nodes[-1:] != [node]:
+            nodes.append(node)
+            self.client.set_tag(run_id, "ftcl.nodes", ",".join(nodes))
         step = step_of(result)
         now = int(time.time() * 1000)
         self._pending.setdefault(trial.config["ftcl_trial"], []).extend(
