@@ -82,7 +82,10 @@ def _algorithm_config(spec: ExperimentSpec, plan: TrialPlan) -> AlgorithmConfig:
         .debugging(seed=plan.seed, log_level="ERROR")
         .callbacks(EpisodeMetrics)
         .resources(num_cpus_for_main_process=spec.resources.cpus_per_trial)
+        .learners(num_learners=spec.resources.num_learners, num_gpus_per_learner=spec.resources.gpus_per_learner)
     )
+    if spec.resources.gpus_per_env_runner:
+        config = config.env_runners(num_gpus_per_env_runner=spec.resources.gpus_per_env_runner)
     if algorithm.actor_optimizer is not None:
         from ftcl.algorithms.ppo import ACTOR_OPTIMIZER_KEY
 

@@ -16,7 +16,8 @@ import yaml
 from pydantic import ValidationError
 
 from ftcl.envs.registry import ENVS
-from ftcl.spec.models import PRESET_DIR, REPO_ROOT, SPEC_DIR, ExperimentSpec, SpecError, _first_error, _set_dotted
+from ftcl.spec.dotted import set_dotted
+from ftcl.spec.models import PRESET_DIR, REPO_ROOT, SPEC_DIR, ExperimentSpec, SpecError, _first_error
 
 
 def _deep_merge(base: dict, update: dict) -> dict:
@@ -136,7 +137,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Experimen
     try:
         raw = _resolve_presets(raw, spec_path)
         for key, value in parse_overrides(overrides or []):
-            _set_dotted(raw, key, value)
+            set_dotted(raw, key, value)
         if isinstance(raw.get("methods"), list):  # `--set methods=[{preset: …}]` names presets too
             raw["methods"] = [_resolve_method_preset(m, i) for i, m in enumerate(raw["methods"])]
     except SpecError as error:

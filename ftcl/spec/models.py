@@ -12,7 +12,6 @@ the bad value and what is allowed.
 from __future__ import annotations
 
 import itertools
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
@@ -247,6 +247,11 @@ class TrackingSpec(_Strict):
 
 class ResourcesSpec(_Strict):
     cpus_per_trial: PositiveFloat = 1.0
+    num_learners: NonNegativeInt = 0
+    """Learner actors per trial (0: one learner in the trial's own process); RLlib's `num_learners`."""
+    gpus_per_learner: NonNegativeFloat = 0.0
+    """GPUs per learner (with `num_learners: 0`, the trial's own process gets them)."""
+    gpus_per_env_runner: NonNegativeFloat = 0.0
     max_concurrent_trials: PositiveInt | None = None
     checkpoint_every_iterations: PositiveInt = 5
     max_failures: NonNegativeInt = 3
@@ -296,6 +301,9 @@ class ExperimentSpec(_Strict):
                     f"methods: {method.name!r} needs an off-policy algorithm ({', '.join(OFF_POLICY)}), "
                     f"not {self.algorithm.name!r}"
                 )
+        gpus = self.resources.gpus_per_learner or self.resources.gpus_per_env_runner or self.resources.num_learners
+        if analytic and gpus:
+            raise ValueError("resources: an analytic toy runs in one process; num_learners and GPUs are for RLlib algorithms")
         if self.pretrained.initial_alpha != "from_pretrained" and self.algorithm.name not in OFF_POLICY:
             raise ValueError(f"pretrained.initial_alpha: only {', '.join(OFF_POLICY)} have a temperature α, "
                              f"not {self.algorithm.name!r}; leave it out")
@@ -360,9 +368,11 @@ class ExperimentSpec(_Strict):
 
     def with_overrides(self, overrides: dict[str, Any]) -> "ExperimentSpec":
         """A copy with dotted-path overrides applied (re-validated)."""
+        from ftcl.spec.dotted import set_dotted
+
         raw = self.model_dump(mode="json", by_alias=True, exclude={"grid"})
         for key, value in overrides.items():
-            _set_dotted(raw, key, value)
+            set_dotted(raw, key, value)
         return ExperimentSpec.model_validate(raw)
 
 
@@ -390,40 +400,7 @@ def variant_label(variant: dict[str, Any]) -> str:
 
 
 
-# ----- dotted paths and errors ----------------------------------------------------------------------
-def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node: Any = raw
-    for i, part in enumerate(parts[:-1]):
-        node = _child(node, part, ".".join(parts[: i + 1]), create=True)
-    last = parts[-1]
-    if isinstance(node, list):
-        index = _list_index(node, last, dotted)
-        node[index] = value
-    elif isinstance(node, dict):
-        node[last] = value
-    else:
-        raise SpecError(f"--set {dotted}: {'.'.join(parts[:-1])} is a {type(node).__name__}, not a mapping")
-
-
-def _child(node: Any, part: str, path: str, create: bool) -> Any:
-    if isinstance(node, list):
-        return node[_list_index(node, part, path)]
-    if isinstance(node, dict):
-        if part not in node or node[part] is None:
-            if not create:
-                raise KeyError(path)
-            node[part] = {}
-        return node[part]
-    raise SpecError(f"--set: {path} goes inside a {type(node).__name__}, which has no fields")
-
-
-def _list_index(node: list, part: str, path: str) -> int:
-    if not re.fullmatch(r"-?\d+", part) or not -len(node) <= int(part) < len(node):
-        raise SpecError(f"--set: {path}: list index {part!r} out of range (list has {len(node)} items)")
-    return int(part)
-
-
+# ----- errors ----------------------------------------------------------------------------------------
 def _first_error(error: ValidationError) -> str:
     """One line: `<field path>: <what is wrong> (got <value>)`."""
     first = error.errors()[0]
