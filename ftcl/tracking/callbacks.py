@@ -19,6 +19,7 @@ checkpoint; then the steps in between keep their first values).
 """
 from __future__ import annotations
 
+import collections
 import fnmatch
 import math
 import sys
@@ -221,25 +222,43 @@ class MLflowTracking(Callback):
 
 
 class ProgressPrinter(Callback):
-    """Prints `steps done / budget`, throughput and ETA over all trials of a stage."""
+    """Prints `steps done / budget`, throughput and ETA over all trials of a stage.
+
+    The rate is taken over the last `window_s` seconds (all of the run while it is shorter): a
+    run's pace changes as it goes (SAC's first 5k steps per trial sample without updates), and a
+    cumulative average would carry its start into the ETA for the rest of the run."""
 
     def __init__(self, stage: str, num_trials: int, steps_per_trial: int, unit: str = "env steps",
-                 every_s: float = 15.0):
+                 every_s: float = 15.0, window_s: float = 300.0):
         self.stage = stage
         self.num_trials = num_trials
         self.steps_per_trial = steps_per_trial
         self.unit = unit
         self.every_s = every_s
+        self.window_s = window_s
         self._steps: dict[str, int] = {}
         self._done: set[str] = set()
         self._start: float | None = None
-        self._start_steps = 0
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+        """(time, steps done) at each printed line and the start, the last `window_s` seconds of them."""
         self._last_print = 0.0
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.update(_steps={}, _done=set(), _start=None, _start_steps=0, _last_print=0.0)
+        state.update(_steps={}, _done=set(), _start=None, _samples=collections.deque(), _last_print=0.0)
         return state
+
+    def __setstate__(self, state: dict) -> None:  # also an experiment state pickled by an older ftcl
+        state.pop("_start_steps", None)
+        self.__dict__.update({"window_s": 300.0, "_samples": collections.deque(), **state})
+
+    def rate(self, now: float, done: int) -> float:
+        """Steps per second over the window ending now (module doc), 0 before two samples."""
+        self._samples.append((now, done))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_s:
+            self._samples.popleft()  # keep one sample at or before the window's start
+        then, before = self._samples[0]
+        return (done - before) / (now - then) if now > then else 0.0
 
     def _total(self) -> int:
         return sum(min(s, self.steps_per_trial) for s in self._steps.values())
@@ -258,7 +277,8 @@ class ProgressPrinter(Callback):
         self._steps[trial.trial_id] = step_of(result)
         if self._start is None:
             self._count_earlier_work(trials)
-            self._start, self._start_steps = time.time(), self._total()
+            self._start = time.time()
+            self._samples.append((self._start, self._total()))
         if time.time() - self._last_print >= self.every_s:
             self.print_line()
 
@@ -271,8 +291,7 @@ class ProgressPrinter(Callback):
         self._last_print = time.time()
         budget = self.num_trials * self.steps_per_trial
         done = self._total()
-        elapsed = max(time.time() - (self._start or time.time()), 1e-6)
-        rate = (done - self._start_steps) / elapsed
+        rate = self.rate(time.time(), done)
         eta = (budget - done) / rate if rate > 0 else float("inf")
         eta_text = "?" if math.isinf(eta) else f"{int(eta // 60)}m{int(eta % 60):02d}s"
         print(

@@ -74,8 +74,16 @@ def artifact_root() -> str:
     return (ftcl_home() / "mlartifacts").as_uri()
 
 
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+"""MLflow's experiment kind: its UI opens a model-training experiment on runs and metric charts (an
+experiment without the tag opens in the GenAI view: traces, token usage)."""
+REPORTS_SUFFIX = ".reports"
+"""`ftcl report` logs its report runs to `<experiment>.reports`, out of the trials' runs table."""
+
+
 def ensure_experiment(uri: str, name: str) -> str:
-    """The MLflow experiment id for `name`, created with an explicit artifact location if new."""
+    """The MLflow experiment id for `name`, created with an explicit artifact location if new;
+    tagged as a model-training experiment (`EXPERIMENT_KIND_TAG`), an older one too."""
     from mlflow.tracking import MlflowClient
 
     if uri.startswith("sqlite:///"):
@@ -83,9 +91,11 @@ def ensure_experiment(uri: str, name: str) -> str:
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return experiment.experiment_id
     location = artifact_root() if uri.startswith("sqlite:") else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
 
 
 @functools.cache

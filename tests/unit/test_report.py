@@ -188,7 +188,11 @@ def test_latest_group_report_table_html_and_mlflow_run(store: Store, tmp_path: P
     report_run = client.get_run(files.report_run_id)
     assert report_run.data.tags["ftcl.kind"] == "report"
     assert report_run.data.tags["mlflow.runName"] == "report"
-    assert report_run.info.experiment_id == client.get_experiment_by_name(EXPERIMENT).experiment_id
+    reports = client.get_experiment_by_name(EXPERIMENT + ".reports")  # out of the trials' runs table
+    assert report_run.info.experiment_id == reports.experiment_id
+    assert not [run for run in client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+                if run.data.tags.get("ftcl.kind") == "report" and run.data.tags.get("ftcl.group") != "bogus"]
+    assert reports.tags["mlflow.experimentKind"] == "custom_model_development"
     assert report_run.info.status == "FINISHED"
     artifacts = {item.path for item in client.list_artifacts(files.report_run_id)}
     assert {"report.html", "final_table.csv", "final_table.md", "evaluation_far_success.png"} <= artifacts

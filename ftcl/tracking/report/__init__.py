@@ -53,6 +53,7 @@ from ftcl.tracking.report.runs import (
     stage_roles,
 )
 from ftcl.tracking.report.state_figures import draw_state_figures
+from ftcl.tracking.store import REPORTS_SUFFIX, ensure_experiment
 from ftcl.tracking.report.stats import (
     MAX_GRID_POINTS,
     NO_VALUE,
@@ -208,7 +209,8 @@ def build_report(
 
     report_run_id: str | None = None
     if log_to_mlflow:
-        report_run_id = log_report_run(client, experiment_id, out_dir, dashboard, group_label, stage, len(runs))
+        reports = ensure_experiment(uri, experiment + REPORTS_SUFFIX)  # out of the trials' runs table
+        report_run_id = log_report_run(client, reports, out_dir, dashboard, group_label, stage, len(runs))
     return ReportFiles(out_dir=out_dir, html=html_path, table_csv=table_csv, table_md=table_md,
                        figures=figures, warnings=warnings, run_count=len(runs), group=group_label,
                        report_run_id=report_run_id, table=table, forward_transfer_csv=ft_csv,

@@ -305,7 +305,8 @@ def log_report_run(
     stage: str,
     run_count: int,
 ) -> str:
-    """Create the `report` run (tagged `ftcl.kind=report`) holding `out_dir` as artifacts; its id."""
+    """Create the `report` run (tagged `ftcl.kind=report`) holding `out_dir` as artifacts, in
+    `experiment_id` (the trials' experiment's `.reports` companion); its id."""
     run = client.create_run(
         experiment_id,
         run_name="report",
