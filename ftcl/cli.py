@@ -6,9 +6,6 @@ Exit codes: 0 success, 1 a run or report failed, 2 bad input (spec, flag, path, 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -171,6 +168,22 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--stage", default="finetune", choices=["finetune", "pretrain"])
     report.add_argument("--out", default=None, help="output folder (default: <ftcl home>/reports/<experiment>)")
     report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: ftcl's store)")
+
+    evaluate = sub.add_parser(
+        "evaluate", help="evaluate a trial checkpoint, an experiment's trials or a π* on its env's suites",
+        formatter_class=formatter, description="Evaluate with the trials' own code (module ftcl.evaluate); "
+        "print a table and log evaluate/<suite>/<metric> to MLflow.",
+        epilog="examples:\n  ftcl evaluate ~/.ftcl/ray_results/apple_retrieval_20261203-120000   # every trial\n"
+        "  ftcl evaluate artifacts/robotic_sequence --suite stage_3_push-wall --episodes 20",
+    )
+    evaluate.add_argument("target", help="a trial checkpoint or folder, an experiment folder, or a π* folder")
+    evaluate.add_argument("--suite", dest="suites", action="append", default=[], help="a suite (repeat; default: the trial's)")
+    evaluate.add_argument("--episodes", type=int, default=None)
+    evaluate.add_argument("--seed", type=int, default=None, help="default: the trial's evaluation seed")
+    evaluate.add_argument("--spec", default=None, help="a π*'s env and evaluation from this spec")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    evaluate.add_argument("--no-mlflow", action="store_true", help="print only")
+    evaluate.add_argument("--tracking-uri", default=None)
 
     ui = sub.add_parser(
         "ui", help="start the MLflow UI on 127.0.0.1", formatter_class=formatter,
@@ -357,41 +370,23 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_ui(args) -> int:
-    from ftcl.tracking.store import artifact_root, ensure_experiment, tracking_uri
+def cmd_evaluate(args) -> int:
+    from ftcl.evaluate import evaluate_command
+    from ftcl.spec import SpecError
 
-    uri = tracking_uri(args.tracking_uri)
-    if not uri.startswith(("sqlite:///", "postgresql://", "mysql://", "mssql://")):
-        return _fail(f"--tracking-uri {uri!r}: `ftcl ui` serves a database store: sqlite:///PATH or a database URL")
-    if uri.startswith("sqlite:"):
-        ensure_experiment(uri, "Default")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    command = [sys.executable, "-m", "mlflow", "ui", "--workers", "1", "--host", "127.0.0.1",
-               "--port", str(args.port), "--backend-store-uri", uri, "--default-artifact-root", artifact_root()]
-    # Its own process group: on Ctrl-C (or `kill`) the server and its workers are stopped together,
-    # first gently, then (if a loaded machine keeps them busy) by SIGTERM and SIGKILL. The handlers
-    # are set explicitly: a shell's background job inherits SIGINT ignored, and Python then never
-    # raises KeyboardInterrupt.
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    process = subprocess.Popen(command, env=env, start_new_session=True)
-    print(f"MLflow UI: http://127.0.0.1:{args.port}  (store {uri}; Ctrl-C to stop)", flush=True)
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        for stop_signal, grace_seconds in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(process.pid, stop_signal)
-                process.wait(timeout=grace_seconds)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        return 0
+        return evaluate_command(args)
+    except (ValueError, SpecError) as error:
+        return _fail(str(error))
+
+
+def cmd_ui(args) -> int:
+    from ftcl.tracking.ui import serve_ui
+
+    try:
+        return serve_ui(args.tracking_uri, args.port)
+    except ValueError as error:
+        return _fail(str(error))
 
 
 def cmd_list(args) -> int:
@@ -439,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "pretrain": cmd_pretrain, "explore": cmd_explore, "demo-states": cmd_demo_states,
                 "import-checkpoint": cmd_import_checkpoint, "validate": cmd_validate,
-                "report": cmd_report, "ui": cmd_ui, "list": cmd_list}
+                "report": cmd_report, "evaluate": cmd_evaluate, "ui": cmd_ui, "list": cmd_list}
     try:
         return handlers[args.command](args)
     except SpecError as error:
