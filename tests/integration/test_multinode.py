@@ -20,13 +20,13 @@ from local_cluster import LocalCluster, TrackingServer
 
 pytestmark = pytest.mark.slow
 
-BUDGET, EVERY = 1500, 500
+BUDGET, EVERY = 1000, 500
 SPEC = {
     "env": {"name": "apple_retrieval", "options": {"apple_distance": 5}},
     "algorithm": {"name": "ppo", "model": "linear_policy",
                   "options": {"lr": 0.01, "train_batch_size_per_learner": 500, "minibatch_size": 100, "num_epochs": 2}},
     "methods": [{"name": "scratch"}],
-    "seeds": [0, 1, 2],
+    "seeds": [0, 1],  # two one-CPU trials at once on two one-CPU nodes: one on each
     "budget": {"env_steps": BUDGET},
     "evaluation": {"suites": ["far"], "every_env_steps": EVERY, "episodes": 2},
     "tracking": {"dashboard": "apple_retrieval"},
@@ -133,3 +133,8 @@ def test_a_grid_survives_the_loss_of_a_node(cluster, tracking, tmp_path):
         assert run.info.status == "FINISHED"
         steps = collections.Counter(m.step for m in client.get_metric_history(run.info.run_id, "evaluation/far/success"))
         assert set(steps) == set(range(0, budget + 1, EVERY)) and max(steps.values()) == 1, steps
+
+
+def test_submit_script_usage_error():
+    result = subprocess.run(["bash", "cluster/submit.sh"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "usage:" in result.stderr
