@@ -221,6 +221,10 @@ def evaluate_command(args: Any) -> int:
     """`ftcl evaluate` (its flags in `ftcl.cli`): every target and suite checked before any is run."""
     from ftcl.tracking.store import ftcl_home
 
+    if args.video:
+        from ftcl.evaluation.video import use_headless_rendering
+
+        use_headless_rendering()
     if args.episodes is not None and args.episodes < 1:
         raise ValueError(f"--episodes {args.episodes}: must be >= 1")
     if args.video < 0:

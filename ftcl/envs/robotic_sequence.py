@@ -57,13 +57,9 @@ many stages. `evaluation_suites` gives one suite per stage (that stage alone) pl
 """
 from __future__ import annotations
 
-import os
 import pickle
 from typing import Any, SupportsFloat
 
-# Headless offscreen rendering (videos, `render_frame`) unless the user chose a backend; MuJoCo
-# reads this when it loads, so before Meta-World's import. Training never renders.
-os.environ.setdefault("MUJOCO_GL", "egl")
 VIDEO_CAMERA = "corner"
 """Meta-World's camera for videos: the table from a front corner, arm and objects large. Meta-World's
 cameras render upside down through gymnasium's renderer, so `render_frame` flips the image."""
@@ -333,8 +329,9 @@ class RoboticSequenceEnv(gym.Env):
         return obs, reward, terminated, truncated, info
 
     def render_frame(self, width: int = 240, height: int = 180) -> np.ndarray:
-        """The current stage's scene as (height, width, 3) uint8, from MuJoCo's offscreen renderer
-        (headless: `MUJOCO_GL=egl`, set before MuJoCo loads, see `ftcl.evaluation.video`)."""
+        """The current stage's scene as (height, width, 3) uint8, from MuJoCo's offscreen renderer.
+        Headless, MuJoCo needs `MUJOCO_GL=egl` (or osmesa) before it loads: `ftcl evaluate --video`
+        sets it (`ftcl.evaluation.video.use_headless_rendering`)."""
         env = self._stage_env(self.stage)
         renderer = env.mujoco_renderer
         if env.render_mode != "rgb_array" or (renderer.width, renderer.height) != (width, height):

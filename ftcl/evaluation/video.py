@@ -4,12 +4,24 @@ picture), written as H.264 MP4 with imageio-ffmpeg's bundled ffmpeg, or as a GIF
 that is not installed. `EpisodeRecorder.on_frame` plugs into `evaluate_policy(on_frame=...)`."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 FPS = 20
+
+
+def use_headless_rendering() -> None:
+    """MuJoCo renders offscreen through EGL unless the user chose a backend (`MUJOCO_GL`). MuJoCo
+    reads the variable when it loads, so this runs before any env is imported; setting it for
+    every process would make `import mujoco` fail on machines without libEGL, so only video
+    commands do."""
+    if "mujoco" in sys.modules and "MUJOCO_GL" not in os.environ:
+        raise RuntimeError("MuJoCo was loaded before headless rendering was chosen: set MUJOCO_GL=egl")
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 def env_frame(env: Any) -> np.ndarray:

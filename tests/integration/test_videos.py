@@ -17,20 +17,26 @@ pytestmark = pytest.mark.slow
 
 
 def test_robotic_sequence_draws_the_scene_headless():
-    from ftcl.envs.robotic_sequence import RoboticSequenceEnv
-
-    env = RoboticSequenceEnv({"start_stage": 3})
-    try:
-        env.reset(seed=0)
-        first = env.render_frame()
-        for _ in range(10):
-            env.step(np.ones(4, dtype=np.float32))
-        later = env.render_frame()
-    finally:
-        env.close()
-    assert first.shape == (180, 240, 3) and first.dtype == np.uint8
-    assert first.std() > 20, "not a blank frame"
-    assert np.abs(later.astype(int) - first.astype(int)).mean() > 0.1, "the arm moved: the frames differ"
+    """In a fresh process with EGL chosen before MuJoCo loads (as `ftcl evaluate --video` does)."""
+    script = """
+import numpy as np
+from ftcl.evaluation.video import use_headless_rendering
+use_headless_rendering()
+from ftcl.envs.robotic_sequence import RoboticSequenceEnv
+env = RoboticSequenceEnv({"start_stage": 3})
+env.reset(seed=0)
+first = env.render_frame()
+for _ in range(10):
+    env.step(np.ones(4, dtype=np.float32))
+later = env.render_frame()
+env.close()
+print(first.shape, first.dtype, round(float(first.std()), 1), round(float(np.abs(later.astype(int) - first.astype(int)).mean()), 3))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("(180, 240, 3) uint8"), done.stdout
+    assert float(done.stdout.split()[-2]) > 20, "not a blank frame"
+    assert float(done.stdout.split()[-1]) > 0.1, "the arm moved: the frames differ"
 
 
 def test_montezuma_and_nethack_draw_their_screens():
