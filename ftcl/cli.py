@@ -182,6 +182,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=None, help="default: the trial's evaluation seed")
     evaluate.add_argument("--spec", default=None, help="a π*'s env and evaluation from this spec")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    evaluate.add_argument("--video", type=int, default=0, metavar="K", help="record the first K episodes per suite (MP4)")
+    evaluate.add_argument("--out", default=None, help="folder for videos (default: <ftcl home>/evaluate/<target>)")
     evaluate.add_argument("--no-mlflow", action="store_true", help="print only")
     evaluate.add_argument("--tracking-uri", default=None)
 

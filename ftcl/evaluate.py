@@ -13,7 +13,9 @@ suites, episodes, `explore`, and seed 10,000 + the trial's seed, so the numbers 
 trial logged at that checkpoint. Results print as a table and go to MLflow: under the trial's own
 run as `evaluate/<suite>/<metric>` at the checkpoint's env step, or, for a π*, in a new run tagged
 `ftcl.kind=evaluate`. Bad input (not a checkpoint, an unknown suite, a spec for another env) is a
-ValueError naming what is wrong and what is allowed, before anything is evaluated.
+ValueError naming what is wrong and what is allowed, before anything is evaluated. `--video K`
+records the first K episodes of each suite (`ftcl.evaluation.video`), written under `--out` and
+logged to the run as artifacts `videos/<env step>/<suite>_ep<k>.mp4`.
 """
 from __future__ import annotations
 
@@ -140,6 +142,20 @@ def resolve_suites(target: Target, asked: list[str]) -> dict[str, dict[str, Any]
     return {name: {**options, **available[name]} for name in names}
 
 
+def check_video_support(env_name: str, options: dict[str, Any]) -> None:
+    """ValueError for an env that draws no frames (`render_frame`), naming the envs that do."""
+    from ftcl.envs.registry import ENVS
+
+    env = ENVS[env_name].make(options)
+    try:
+        drawn = hasattr(env.unwrapped, "render_frame")
+    finally:
+        env.close()
+    if not drawn:
+        raise ValueError(f"--video: env {env_name!r} draws no frames; videos are made for robotic_sequence, "
+                         "montezuma and nethack")
+
+
 def load_policy(target: Target) -> Any:
     if target.is_pi_star:
         from ftcl.algorithms.pi_star import load_pi_star_module
@@ -151,23 +167,30 @@ def load_policy(target: Target) -> Any:
 
 
 def evaluate_target(target: Target, suites: dict[str, dict[str, Any]], episodes: int | None = None,
-                    seed: int | None = None) -> dict[str, float]:
-    """`evaluate/<suite>/<metric>` of one policy, with the trials' own `evaluate_policy`."""
+                    seed: int | None = None, video_episodes: int = 0,
+                    video_dir: Path | None = None) -> tuple[dict[str, float], list[Path]]:
+    """`evaluate/<suite>/<metric>` of one policy, with the trials' own `evaluate_policy`, and the
+    videos of the first `video_episodes` episodes per suite written to `video_dir`."""
     from ftcl.envs.registry import ENVS
     from ftcl.evaluation.suites import evaluate_policy
+    from ftcl.evaluation.video import EpisodeRecorder
     from ftcl.trial_config import register_envs
 
     register_envs()
     entry, module = ENVS[target.env_name], load_policy(target)
-    metrics = {}
+    metrics, videos = {}, []
     for name, options in suites.items():
+        recorder = EpisodeRecorder(video_episodes) if video_episodes else None
         values = evaluate_policy(module, lambda o=options: entry.make(o), episodes or target.episodes,
-                                 seed=target.seed if seed is None else seed, explore=target.explore)
+                                 seed=target.seed if seed is None else seed, explore=target.explore,
+                                 on_frame=recorder.on_frame if recorder else None)
         metrics.update({f"evaluate/{name}/{key}": value for key, value in values.items()})
-    return metrics
+        if recorder is not None:
+            videos += recorder.write(video_dir, name)
+    return metrics, videos
 
 
-def log_to_mlflow(target: Target, metrics: dict[str, float], tracking_uri: str | None) -> str:
+def log_to_mlflow(target: Target, metrics: dict[str, float], tracking_uri: str | None, videos: list[Path] = ()) -> str:
     """Log under the trial's run (at its checkpoint's env step) or in a new `evaluate` run; the run id."""
     import time
 
@@ -189,20 +212,37 @@ def log_to_mlflow(target: Target, metrics: dict[str, float], tracking_uri: str |
         client.set_terminated(run_id, status="FINISHED")
     now, step = int(time.time() * 1000), target.env_steps or 0
     client.log_batch(run_id, metrics=[Metric(key, value, now, step) for key, value in metrics.items()])
+    for video in videos:
+        client.log_artifact(run_id, str(video), f"videos/{step}")
     return run_id
 
 
 def evaluate_command(args: Any) -> int:
     """`ftcl evaluate` (its flags in `ftcl.cli`): every target and suite checked before any is run."""
+    from ftcl.tracking.store import ftcl_home
+
+    if args.video:
+        from ftcl.evaluation.video import use_headless_rendering
+
+        use_headless_rendering()
     if args.episodes is not None and args.episodes < 1:
         raise ValueError(f"--episodes {args.episodes}: must be >= 1")
+    if args.video < 0:
+        raise ValueError(f"--video {args.video}: the number of episodes to record per suite, >= 0")
     targets = find_targets(args.target, args.spec, args.overrides)
     plans = [(target, resolve_suites(target, args.suites)) for target in targets]
+    if args.video:
+        for env_name, options in {plan[0].env_name: next(iter(plan[1].values())) for plan in plans}.items():
+            check_video_support(env_name, options)
+    out = Path(args.out) if args.out else ftcl_home() / "evaluate" / Path(args.target).resolve().name
     for target, suites in plans:
-        metrics = evaluate_target(target, suites, args.episodes, args.seed)
+        folder = out / (target.trial_key or "pi_star") / f"env_step_{target.env_steps or 0}"
+        metrics, videos = evaluate_target(target, suites, args.episodes, args.seed, args.video, folder)
         print(f"{target.label}  [{target.env_name}, seed {target.seed if args.seed is None else args.seed}]")
         for key, value in metrics.items():
             print(f"  {key:<48} {value:10.4g}")
+        for video in videos:
+            print(f"  video {video}")
         if not args.no_mlflow:
-            print(f"  logged to MLflow run {log_to_mlflow(target, metrics, args.tracking_uri)}")
+            print(f"  logged to MLflow run {log_to_mlflow(target, metrics, args.tracking_uri, videos)}")
     return 0

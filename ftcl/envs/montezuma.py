@@ -241,6 +241,10 @@ class MontezumaEnv(gym.Env):
         """The emulator's state now, with its RNG (an `ale_py.ALEState`)."""
         return self.ale.cloneState(include_rng=True)
 
+    def render_frame(self) -> np.ndarray:
+        """The emulator's screen in colour, (210, 160, 3) uint8 (not the agent's 84×84 grey frames)."""
+        return np.asarray(self.ale.getScreenRGB(), dtype=np.uint8)
+
     def close(self):
         self._atari.close()
 

@@ -256,8 +256,31 @@ class NetHackEnv(gym.Env):
             _, _, done = self._press("y" if b"Really quit" in top else "q" if b"[ynq]" in top else "\r")
         raise RuntimeError(f"NetHack did not end the game after #quit; its top line: {top.decode('latin-1').strip()!r}")
 
+    def render_frame(self) -> np.ndarray:
+        """The terminal as a picture, (24·14, 80·8, 3) uint8: each character in its NLE colour on
+        black, in an 8×14 cell (a monospace grid whatever the font), the cursor's cell underlined."""
+        from PIL import Image, ImageDraw, ImageFont
+
+        chars, colors = self._last["tty_chars"], self._last["tty_colors"]
+        image = Image.new("RGB", (COLUMNS_PX * chars.shape[1], ROW_PX * chars.shape[0]))
+        draw, font = ImageDraw.Draw(image), ImageFont.load_default()
+        for row, column in zip(*np.nonzero(chars > 32)):
+            colour = TTY_PALETTE[int(colors[row, column]) & 15]
+            draw.text((column * COLUMNS_PX, row * ROW_PX), chr(int(chars[row, column])), fill=colour, font=font)
+        row, column = (int(v) for v in self._last["tty_cursor"])
+        draw.line([(column * COLUMNS_PX, (row + 1) * ROW_PX - 1), ((column + 1) * COLUMNS_PX - 1, (row + 1) * ROW_PX - 1)],
+                  fill=(255, 255, 255))
+        return np.asarray(image, dtype=np.uint8)
+
     def close(self):
         self._nle.close()
+
+
+COLUMNS_PX, ROW_PX = 8, 14
+TTY_PALETTE = [(96, 96, 96), (170, 0, 0), (0, 170, 0), (170, 85, 0), (0, 0, 170), (170, 0, 170), (0, 170, 170),
+               (170, 170, 170), (85, 85, 85), (255, 85, 85), (85, 255, 85), (255, 255, 85), (85, 85, 255),
+               (255, 85, 255), (85, 255, 255), (255, 255, 255)]
+"""NLE's 16 colours (CLR_BLACK … CLR_WHITE) as a terminal shows them; black is drawn dark grey."""
 
 
 METRICS = ("score", "turns", "dlvl", "xplvl", "gold", "eating", "scout", "staircase", "sokoban")

@@ -60,7 +60,12 @@ from __future__ import annotations
 import pickle
 from typing import Any, SupportsFloat
 
+VIDEO_CAMERA = "corner"
+"""Meta-World's camera for videos: the table from a front corner, arm and objects large. Meta-World's
+cameras render upside down through gymnasium's renderer, so `render_frame` flips the image."""
+
 import gymnasium as gym
+import mujoco
 import numpy as np
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 from metaworld.sawyer_xyz_env import SawyerXYZEnv
@@ -322,6 +327,20 @@ class RoboticSequenceEnv(gym.Env):
             for k, solved in self._solved.items():
                 info[f"stage_{k}_success"] = solved
         return obs, reward, terminated, truncated, info
+
+    def render_frame(self, width: int = 240, height: int = 180) -> np.ndarray:
+        """The current stage's scene as (height, width, 3) uint8, from MuJoCo's offscreen renderer.
+        Headless, MuJoCo needs `MUJOCO_GL=egl` (or osmesa) before it loads: `ftcl evaluate --video`
+        sets it (`ftcl.evaluation.video.use_headless_rendering`)."""
+        env = self._stage_env(self.stage)
+        renderer = env.mujoco_renderer
+        if env.render_mode != "rgb_array" or (renderer.width, renderer.height) != (width, height):
+            env.render_mode = "rgb_array"
+            renderer.close()
+            renderer._viewers.clear()  # gymnasium 1.2's close() keeps the closed viewers
+            renderer.viewer, renderer.width, renderer.height = None, width, height
+            renderer.camera_id = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_CAMERA, VIDEO_CAMERA)
+        return np.ascontiguousarray(np.flipud(np.asarray(env.render(), dtype=np.uint8)))
 
     def close(self) -> None:
         """Close every stage env."""

@@ -67,13 +67,17 @@ def evaluate_policy(
     episodes: int,
     seed: int,
     explore: bool = False,
+    on_frame: Callable[[int, gym.Env], None] | None = None,
 ) -> dict[str, float]:
-    """Success rate (`info["success"]` at episode end), mean return and length over `episodes`."""
+    """Success rate (`info["success"]` at episode end), mean return and length over `episodes`.
+    `on_frame(episode, env)` is called after the reset and after every step (a video recorder)."""
     env = make_env()
     returns, lengths, successes = [], [], []
     try:
         for episode in range(episodes):
             obs, info = env.reset(seed=seed + episode)
+            if on_frame is not None:
+                on_frame(episode, env)
             done, episode_return, length, success = False, 0.0, 0, False
             state = initial_state_batch(module, 1)
             while not done:
@@ -84,6 +88,8 @@ def evaluate_policy(
                     actions, state = policy_actions(module, one, explore, state)
                     action = actions[0]
                 obs, reward, terminated, truncated, info = env.step(action)
+                if on_frame is not None:
+                    on_frame(episode, env)
                 episode_return += float(reward)
                 length += 1
                 success = bool(info.get("success", False))
