@@ -26,10 +26,10 @@ from typing import Any
 
 import yaml
 
+from ftcl.evaluation.suites import EVALUATION_SEED_BASE
+
 SPEC_FILE, TRIAL_STATE = "spec.resolved.yaml", "ftcl_trial_state.json"
 LEARNER_MODULE = Path("learner_group/learner/rl_module/default_policy")
-EVALUATION_SEED_BASE = 10_000
-"""Trials evaluate with seed 10,000 + their seed (`FtclTrainable._evaluate`)."""
 
 
 @dataclass
@@ -197,15 +197,14 @@ def log_to_mlflow(target: Target, metrics: dict[str, float], tracking_uri: str |
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    from ftcl.tracking.store import ensure_experiment, tracking_uri as resolve
+    from ftcl.tracking.store import ensure_experiment, trial_run, tracking_uri as resolve
 
     uri = resolve(tracking_uri)
     client, experiment_id = MlflowClient(tracking_uri=uri), ensure_experiment(uri, target.experiment)
     run_id = None
     if target.trial_key is not None:
-        runs = client.search_runs([experiment_id], max_results=1, filter_string=(
-            f"tags.`ftcl.trial` = '{target.trial_key}' and tags.`ftcl.group` = '{target.group}'"))
-        run_id = runs[0].info.run_id if runs else None
+        run = trial_run(client, experiment_id, target.trial_key, target.group)
+        run_id = run.info.run_id if run is not None else None
     if run_id is None:
         run_id = client.create_run(experiment_id, run_name="evaluate", tags={
             "ftcl.kind": "evaluate", "ftcl.evaluated": str(target.module_path)}).info.run_id

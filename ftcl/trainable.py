@@ -70,12 +70,11 @@ class RunArtifacts:
             client = MlflowClient(tracking_uri=store.tracking_uri(self.uri))
             if self.run_id is None:
                 experiment = client.get_experiment_by_name(self.experiment)
-                runs = [] if experiment is None else client.search_runs(
-                    [experiment.experiment_id], max_results=1,
-                    filter_string=f"tags.`ftcl.trial` = '{self.trial_key}' and tags.`ftcl.group` = '{self.group}'")
-                if not runs:
+                run = None if experiment is None else store.trial_run(client, experiment.experiment_id,
+                                                                       self.trial_key, self.group)
+                if run is None:
                     return False
-                self.run_id = runs[0].info.run_id
+                self.run_id = run.info.run_id
             client.log_artifact(self.run_id, str(path), artifact_dir)
             return True
         except Exception as error:  # tracking must not end a trial: MLflow raises many kinds of errors
@@ -120,7 +119,7 @@ class FtclTrainable(tune.Trainable):
         π*'s stored states (`FineTuningAnalyses`: log-likelihood of its actions, paper Fig. 8; layer
         CKA against θ*, Fig. 20)."""
         from ftcl.envs.registry import ENVS
-        from ftcl.evaluation.suites import evaluate_policy
+        from ftcl.evaluation.suites import EVALUATION_SEED_BASE, evaluate_policy
 
         evaluation = self.trial.evaluation
         if not evaluation.active:
@@ -134,7 +133,7 @@ class FtclTrainable(tune.Trainable):
             suite_options = {**options, **suites[suite]}
             values = evaluate_policy(
                 module, lambda: entry.make(suite_options), evaluation.episodes,
-                seed=10_000 + self.plan.seed, explore=evaluation.explore,
+                seed=EVALUATION_SEED_BASE + self.plan.seed, explore=evaluation.explore,
             )
             metrics.update({f"evaluation/{suite}/{k}": v for k, v in values.items()})
         if self.plan.stage == "finetune" and self._analyses().active:

@@ -61,6 +61,10 @@ def policy_actions(module: Any, observations: Any, explore: bool, state: Any = N
     return actions.cpu().numpy()
 
 
+EVALUATION_SEED_BASE = 10_000
+"""Trials evaluate with seed EVALUATION_SEED_BASE + their seed (`ftcl evaluate` uses the same)."""
+
+
 def evaluate_policy(
     module: Any,
     make_env: Callable[[], gym.Env],

@@ -28,6 +28,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from ftcl.tracking.store import trial_run
+
 # Result keys worth a curve (fnmatch patterns). Trials report flat keys, see ftcl.trainable.FtclTrainable.
 METRIC_WHITELIST = (
     "env_runners/episode_return_mean",
@@ -139,17 +141,13 @@ class MLflowTracking(Callback):
             return self._run_ids[key]
         client = self.client
         tags = self.run_tags[key]
-        existing = client.search_runs(
-            [self._experiment_id],
-            filter_string=f"tags.`ftcl.trial` = '{key}' and tags.`ftcl.group` = '{tags['ftcl.group']}'",
-            max_results=1,
-        )
-        if existing:
-            run_id = existing[0].info.run_id
+        existing = trial_run(client, self._experiment_id, key, tags["ftcl.group"])
+        if existing is not None:
+            run_id = existing.info.run_id
             client.update_run(run_id, status="RUNNING")
             self._written_through[key] = {
                 name: max(point.step for point in client.get_metric_history(run_id, name))
-                for name in existing[0].data.metrics
+                for name in existing.data.metrics
             }
         else:
             run = client.create_run(self._experiment_id, run_name=key, tags={**tags, "ftcl.trial": key})

@@ -81,6 +81,13 @@ REPORTS_SUFFIX = ".reports"
 """`ftcl report` logs its report runs to `<experiment>.reports`, out of the trials' runs table."""
 
 
+def trial_run(client, experiment_id: str, trial_key: str, group: str):
+    """The MLflow run of one trial of one `ftcl run` group (tags `ftcl.trial`, `ftcl.group`), or None."""
+    runs = client.search_runs([experiment_id], max_results=1,
+                              filter_string=f"tags.`ftcl.trial` = '{trial_key}' and tags.`ftcl.group` = '{group}'")
+    return runs[0] if runs else None
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     """The MLflow experiment id for `name`, created with an explicit artifact location if new;
     tagged as a model-training experiment (`EXPERIMENT_KIND_TAG`), an older one too."""
