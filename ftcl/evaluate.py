@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from ftcl.evaluation.suites import EVALUATION_SEED_BASE
+from ftcl.evaluation.video import VIDEO_DIR
 
 SPEC_FILE, TRIAL_STATE = "spec.resolved.yaml", "ftcl_trial_state.json"
 LEARNER_MODULE = Path("learner_group/learner/rl_module/default_policy")
@@ -142,20 +143,6 @@ def resolve_suites(target: Target, asked: list[str]) -> dict[str, dict[str, Any]
     return {name: {**options, **available[name]} for name in names}
 
 
-def check_video_support(env_name: str, options: dict[str, Any]) -> None:
-    """ValueError for an env that draws no frames (`render_frame`), naming the envs that do."""
-    from ftcl.envs.registry import ENVS
-
-    env = ENVS[env_name].make(options)
-    try:
-        drawn = hasattr(env.unwrapped, "render_frame")
-    finally:
-        env.close()
-    if not drawn:
-        raise ValueError(f"--video: env {env_name!r} draws no frames; videos are made for robotic_sequence, "
-                         "montezuma and nethack")
-
-
 def load_policy(target: Target) -> Any:
     if target.is_pi_star:
         from ftcl.algorithms.pi_star import load_pi_star_module
@@ -212,7 +199,7 @@ def log_to_mlflow(target: Target, metrics: dict[str, float], tracking_uri: str |
     now, step = int(time.time() * 1000), target.env_steps or 0
     client.log_batch(run_id, metrics=[Metric(key, value, now, step) for key, value in metrics.items()])
     for video in videos:
-        client.log_artifact(run_id, str(video), f"videos/{step}")
+        client.log_artifact(run_id, str(video), f"{VIDEO_DIR}/{step}")
     return run_id
 
 
@@ -221,7 +208,7 @@ def evaluate_command(args: Any) -> int:
     from ftcl.tracking.store import ftcl_home
 
     if args.video:
-        from ftcl.evaluation.video import use_headless_rendering
+        from ftcl.evaluation.video import check_draws_frames, use_headless_rendering
 
         use_headless_rendering()
     if args.episodes is not None and args.episodes < 1:
@@ -232,7 +219,7 @@ def evaluate_command(args: Any) -> int:
     plans = [(target, resolve_suites(target, args.suites)) for target in targets]
     if args.video:
         for env_name, options in {plan[0].env_name: next(iter(plan[1].values())) for plan in plans}.items():
-            check_video_support(env_name, options)
+            check_draws_frames(env_name, options, "--video")
     out = Path(args.out) if args.out else ftcl_home() / "evaluate" / Path(args.target).resolve().name
     for target, suites in plans:
         folder = out / (target.trial_key or "pi_star") / f"env_step_{target.env_steps or 0}"

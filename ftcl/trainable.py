@@ -5,7 +5,9 @@
   evaluation suites (and, for fine-tuning, the analyses on π*'s stored states: log-likelihood of
   its actions, layer CKA against θ*, `ftcl.evaluation.analyses`; the per-state log-likelihoods are
   written to `<experiment>/analysis/<stage>/<trial>/state_log_likelihood.npz` and logged to the
-  trial's MLflow run at every evaluation), exports π* at the end of a pre-training trial, and
+  trial's MLflow run at every evaluation; with `evaluation.video_every_env_steps`, videos of one
+  episode per suite under `<experiment>/videos/<stage>/<trial>/<env step>/`, logged as
+  `videos/<env step>/`), exports π* at the end of a pre-training trial, and
   checkpoints through the Algorithm's own checkpointing (with the per-state record) so Tune can
   resume it.
 - `analytic_trainable`: one trial of an analytic toy (no RLlib).
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ray import tune
 
 from ftcl.evaluation.state_records import ARTIFACT_DIR, FILE_NAME as STATE_RECORD_FILE
+from ftcl.evaluation.video import VIDEO_DIR, EpisodeRecorder
 from ftcl.plan import TrialPlan, pi_star_paths, pretrained_paths, trial_spec
 from ftcl.pretrain.export import export_pretrained
 from ftcl.tracking.callbacks import NODE_KEY
@@ -93,6 +96,10 @@ class FtclTrainable(tune.Trainable):
         import ray
 
         torch.set_num_threads(1)
+        if ExperimentSpec.model_validate_json(spec_json).evaluation.video_every_env_steps:
+            from ftcl.evaluation.video import use_headless_rendering
+
+            use_headless_rendering()  # before any env of this process draws a frame
         register_envs()
         self.node_id = ray.get_runtime_context().get_node_id()  # reported with every result (NODE_KEY)
         self.spec = ExperimentSpec.model_validate_json(spec_json)
@@ -108,6 +115,8 @@ class FtclTrainable(tune.Trainable):
         self.algo = build_algorithm_config(self.trial, self.plan, module_path, data_path).build_algo()
         self.env_steps = 0
         self.next_evaluation = 0
+        self.next_video = 0  # env step from which the next evaluation is recorded (`evaluation.video_every_env_steps`)
+        self.videos_to_log: list[tuple[Path, str]] = []  # written, not yet in MLflow (the run may not exist yet)
         self.last_time = time.time()
         self.analyses: FineTuningAnalyses | None = None  # on π*'s stored states, loaded at the first evaluation
         self.mlflow_artifacts = RunArtifacts(self.spec, group=self.experiment_dir.name, trial_key=self.plan.key)
@@ -129,19 +138,34 @@ class FtclTrainable(tune.Trainable):
         suites = entry.suites_for(options)
         module = self.algo.get_module()
         metrics = {}
+        recording = evaluation.video_every_env_steps is not None and self.env_steps >= self.next_video
         for suite in evaluation.suites:
             suite_options = {**options, **suites[suite]}
+            recorder = EpisodeRecorder(episodes=1) if recording else None
             values = evaluate_policy(
                 module, lambda: entry.make(suite_options), evaluation.episodes,
                 seed=EVALUATION_SEED_BASE + self.plan.seed, explore=evaluation.explore,
+                on_frame=recorder.on_frame if recorder else None,
             )
             metrics.update({f"evaluation/{suite}/{k}": v for k, v in values.items()})
+            if recorder is not None:
+                folder = self.experiment_dir / VIDEO_DIR / self.plan.stage / self.plan.key / str(self.env_steps)
+                self.videos_to_log += [(path, f"{VIDEO_DIR}/{self.env_steps}") for path in recorder.write(folder, suite)]
+        if recording:
+            every = evaluation.video_every_env_steps
+            self.next_video = (self.env_steps // every + 1) * every
+            self._log_videos()
         if self.plan.stage == "finetune" and self._analyses().active:
             started = time.perf_counter()
             metrics.update(self._analyses().evaluate(self.env_steps, module, self._learner_activations))
             metrics["throughput/analysis_s"] = time.perf_counter() - started  # the analyses' cost
             self._write_state_record()
         return metrics
+
+    def _log_videos(self) -> None:
+        """Log the written videos to the trial's run; those that did not reach it stay for the next try."""
+        self.videos_to_log = [(path, folder) for path, folder in self.videos_to_log
+                              if not self.mlflow_artifacts.log(path, folder)]
 
     def _analyses(self) -> FineTuningAnalyses:
         """The trial's analyses on the spec's π* (`pi_star_paths`: scratch trials read it too)."""
@@ -214,7 +238,7 @@ class FtclTrainable(tune.Trainable):
     # ---- checkpoints ----
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.algo.save_to_path(checkpoint_dir)
-        state = {"env_steps": self.env_steps, "next_evaluation": self.next_evaluation}
+        state = {"env_steps": self.env_steps, "next_evaluation": self.next_evaluation, "next_video": self.next_video}
         (Path(checkpoint_dir) / "ftcl_trial_state.json").write_text(json.dumps(state))
         if self.analyses is not None:  # the per-state record so far: a resumed trial continues it
             self.analyses.save_record(Path(checkpoint_dir) / STATE_RECORD_FILE)
@@ -223,6 +247,7 @@ class FtclTrainable(tune.Trainable):
         self.algo.restore_from_path(checkpoint_dir)
         state = json.loads((Path(checkpoint_dir) / "ftcl_trial_state.json").read_text())
         self.env_steps, self.next_evaluation = state["env_steps"], state["next_evaluation"]
+        self.next_video = state.get("next_video", 0)  # checkpoints written before videos existed
         self.last_time = time.time()
         if self.plan.stage == "finetune":
             self._analyses().restore_record(Path(checkpoint_dir) / STATE_RECORD_FILE)
@@ -230,6 +255,7 @@ class FtclTrainable(tune.Trainable):
     def cleanup(self) -> None:
         if not getattr(self, "record_logged", True) and self._state_record_path().is_file():  # run not found before
             self.mlflow_artifacts.log(self._state_record_path(), ARTIFACT_DIR)
+        self._log_videos()
         self.algo.stop()
 
 

@@ -5,31 +5,51 @@ that is not installed. `EpisodeRecorder.on_frame` plugs into `evaluate_policy(on
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 FPS = 20
+VIDEO_DIR = "videos"
+"""Run artifact folder of videos: `videos/<env step>/<suite>_ep<k>.mp4` (trials and `ftcl evaluate`)."""
 
 
 def use_headless_rendering() -> None:
-    """MuJoCo renders offscreen through EGL unless the user chose a backend (`MUJOCO_GL`). MuJoCo
-    reads the variable when it loads, so this runs before any env is imported; setting it for
-    every process would make `import mujoco` fail on machines without libEGL, so only video
-    commands do."""
-    if "mujoco" in sys.modules and "MUJOCO_GL" not in os.environ:
-        raise RuntimeError("MuJoCo was loaded before headless rendering was chosen: set MUJOCO_GL=egl")
+    """MuJoCo scenes render offscreen through EGL unless the user chose a backend (`MUJOCO_GL`).
+    gymnasium's MuJoCo renderer reads the variable when it makes its first viewer, so this runs
+    before any env draws a frame (MuJoCo itself may be loaded already). Only video commands and
+    trials that record set it: MuJoCo's own `GLContext` reads it at import, and `import mujoco`
+    with `egl` fails on machines without libEGL."""
     os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def check_draws_frames(env_name: str, options: dict[str, Any], asked_by: str) -> None:
+    """ValueError for an env that draws no frames (`render_frame`), naming the envs that do."""
+    from ftcl.envs.registry import ENVS
+
+    env = ENVS[env_name].make(options)
+    try:
+        drawn = env_frame_source(env) is not None
+    finally:
+        env.close()
+    if not drawn:
+        raise ValueError(f"{asked_by}: env {env_name!r} draws no frames; videos are made for robotic_sequence, "
+                         "montezuma and nethack")
+
+
+def env_frame_source(env: Any) -> Any:
+    """The innermost env under gymnasium wrappers that has `render_frame()`, or None."""
+    inner = env
+    while not hasattr(inner, "render_frame") and hasattr(inner, "env"):
+        inner = inner.env  # gymnasium wrappers
+    return inner if hasattr(inner, "render_frame") else None
 
 
 def env_frame(env: Any) -> np.ndarray:
     """The env's current picture (H, W, 3) uint8; TypeError for an env that draws none."""
-    inner = env
-    while not hasattr(inner, "render_frame") and hasattr(inner, "env"):
-        inner = inner.env  # gymnasium wrappers
-    if not hasattr(inner, "render_frame"):
+    inner = env_frame_source(env)
+    if inner is None:
         raise TypeError(f"{type(env).__name__} has no render_frame(): no video for it")
     return inner.render_frame()
 
@@ -53,6 +73,7 @@ class EpisodeRecorder:
 
 def write_video(frames: list[np.ndarray], path_without_suffix: Path, fps: int = FPS) -> Path:
     """MP4 (H.264, even sizes padded) if imageio-ffmpeg is installed, else GIF; the path written."""
+    path_without_suffix.parent.mkdir(parents=True, exist_ok=True)
     height, width = frames[0].shape[:2]
     padded = [np.pad(f, ((0, height % 2), (0, width % 2), (0, 0))) for f in frames] if (height % 2 or width % 2) else frames
     try:
@@ -72,4 +93,6 @@ def write_video(frames: list[np.ndarray], path_without_suffix: Path, fps: int = 
     for frame in padded:
         writer.send(np.ascontiguousarray(frame))
     writer.close()
+    if not path.is_file() or path.stat().st_size == 0:  # ffmpeg reports some failures only on its stderr
+        raise OSError(f"ffmpeg wrote no video to {path}")
     return path

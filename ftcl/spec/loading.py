@@ -285,6 +285,14 @@ def _check_suites(spec: ExperimentSpec, spec_path: Path) -> None:
                     f"{spec_path}: evaluation.{field}: unknown suite {suite!r} for env {spec.env.name!r}; "
                     f"allowed: {', '.join(sorted(allowed)) or '(none)'}"
                 )
+    if evaluation.video_every_env_steps is not None:
+        from ftcl.evaluation.video import check_draws_frames
+
+        try:
+            check_draws_frames(spec.env.name, ENVS[spec.env.name].validate_options(spec.env.options),
+                               "evaluation.video_every_env_steps")
+        except ValueError as error:
+            raise SpecError(f"{spec_path}: {error}") from None
 
 
 def available_specs() -> list[str]:

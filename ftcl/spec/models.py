@@ -228,6 +228,19 @@ class EvaluationSpec(_Strict):
     fine-tuning trial, as `analysis/cka/<network>/layer_<k>` (network: actor, critic, critic_twin;
     paper Fig. 20), on up to 1000 of π*'s stored states (s*, with a* for the Q-networks). 1.0 at env
     step 0 when fine-tuning starts from θ*; needs π*'s module and data."""
+    video_every_env_steps: PositiveInt | None = None
+    """Training-time videos: at env step 0 (π*, or the random init) and at the first evaluation at or
+    after each multiple of this many env steps, the first episode of every suite in `suites` is
+    recorded as it is evaluated (the numbers do not change) and logged to the run as
+    `videos/<env step>/<suite>_ep0.mp4`. A multiple of `every_env_steps`; envs that draw frames only."""
+
+    @model_validator(mode="after")
+    def _videos_at_evaluations(self) -> "EvaluationSpec":
+        every, video = self.every_env_steps, self.video_every_env_steps
+        if video is not None and (video % every or not self.suites):
+            raise ValueError(f"video_every_env_steps {video}: videos are recorded at evaluations of `suites`, so it "
+                             f"must be a multiple of every_env_steps ({every}) with suites listed")
+        return self
 
     @property
     def active(self) -> bool:

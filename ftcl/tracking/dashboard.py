@@ -24,6 +24,9 @@ Example::
     forward_transfer:              # optional: FT of each method vs a from-scratch baseline
       baseline: scratch
       metrics: [evaluation/far/success]
+    videos:                        # optional: π* and each method's last snapshot, per FAR suite
+      suites: ["stage_*"]
+      role: FAR
 """
 from __future__ import annotations
 
@@ -125,6 +128,20 @@ class ForwardTransferSpec(BaseModel):
         return metrics
 
 
+class VideoSpec(BaseModel):
+    """Videos beside the curves, from the runs' training-time snapshots (`evaluation.video_every_env_steps`):
+    per matching suite, the env-step-0 clip of a run that starts from π* (π* itself), then each group's
+    last clip, each from the group's run with the lowest seed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    suites: list[str] = Field(min_length=1, description="evaluation suites or globs, e.g. stage_*")
+    role: Literal["FAR", "CLOSE"] | None = Field(
+        default=None, description="only suites of this role in the runs' recorded spec (e.g. the FAR stages)")
+    groups: list[str] = Field(default_factory=list, description="`group_by` values to show; empty: all")
+    start: bool = Field(default=True, description="also show the env-step-0 clip (π*)")
+
+
 class DashboardLayout(BaseModel):
     """A report/dashboard definition."""
 
@@ -137,6 +154,7 @@ class DashboardLayout(BaseModel):
     forward_transfer: ForwardTransferSpec | None = Field(
         default=None, description="optional forward-transfer table against a baseline method"
     )
+    videos: VideoSpec | None = Field(default=None, description="optional videos of the runs' snapshots")
     group_by: str = Field(default="method", min_length=1, description="tag whose values are lines")
     facet_by: str | None = Field(
         default=None, description="tag whose values get one subplot each (e.g. ftcl.variant)"

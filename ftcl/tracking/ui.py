@@ -7,6 +7,24 @@ import subprocess
 import sys
 
 
+TRAINING_VIEW = "workflowType=machine_learning"
+"""MLflow 3.17's UI opens in its GenAI view (traces, an assistant) unless the URL or the browser's
+stored choice says otherwise; whatever an experiment's `mlflow.experimentKind` tag says."""
+
+
+def training_links(uri: str, port: int, limit: int = 20) -> list[tuple[str, str]]:
+    """(name, URL of its runs table in the UI's model-training view) for ftcl's experiments in the
+    store (tagged model training; report experiments left out), the most recently created first."""
+    from mlflow.tracking import MlflowClient
+
+    from ftcl.tracking.store import EXPERIMENT_KIND_TAG, MODEL_TRAINING, REPORTS_SUFFIX
+
+    experiments = MlflowClient(tracking_uri=uri).search_experiments(
+        filter_string=f"tags.`{EXPERIMENT_KIND_TAG}` = '{MODEL_TRAINING}'", max_results=200, order_by=["creation_time DESC"])
+    return [(e.name, f"http://127.0.0.1:{port}/#/experiments/{e.experiment_id}/runs?{TRAINING_VIEW}")
+            for e in experiments if not e.name.endswith(REPORTS_SUFFIX) and e.name != "Default"][:limit]
+
+
 def serve_ui(tracking_uri: str | None, port: int) -> int:
     """Serve the store until Ctrl-C (or SIGTERM); ValueError for a store the UI cannot serve."""
     from ftcl.tracking.store import artifact_root, ensure_experiment, tracking_uri as resolve
@@ -30,6 +48,8 @@ def serve_ui(tracking_uri: str | None, port: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     process = subprocess.Popen(command, env=env, start_new_session=True)
     print(f"MLflow UI: http://127.0.0.1:{port}  (store {uri}; Ctrl-C to stop)", flush=True)
+    for name, link in training_links(uri, port):
+        print(f"  {name}: {link}", flush=True)
     try:
         return process.wait()
     except KeyboardInterrupt:

@@ -64,6 +64,8 @@ def test_quickstart_runs_end_to_end_at_a_tiny_budget(tmp_path):
         "--set", "algorithm.options.num_steps_sampled_before_learning_starts=200",
         "--set", "evaluation.every_env_steps=200",
         "--set", "evaluation.episodes=1",
+        "--set", "evaluation.video_every_env_steps=400",
+        "--set", "evaluation.suites=[full, stage_2_peg-unplug-side, stage_3_push-wall]",
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -80,6 +82,24 @@ def test_quickstart_runs_end_to_end_at_a_tiny_budget(tmp_path):
         assert likelihood and all(np.isfinite(m.value) for m in likelihood)
     bc_run = next(r for r in runs if r.data.tags["method"] == "bc")
     assert any(key.startswith("learners/default_policy/retention_bc") for key in bc_run.data.metrics)
+    # training-time videos: one episode per suite at env step 0 (π*) and at the end
+    for run in runs:
+        steps = sorted(int(folder.path.split("/")[-1]) for folder in client.list_artifacts(run.info.run_id, "videos"))
+        assert steps[0] == 0 and steps[-1] >= 400 and len(steps) == 2, steps
+        last = [item.path.split("/")[-1] for item in client.list_artifacts(run.info.run_id, f"videos/{steps[-1]}")]
+        assert "stage_3_push-wall_ep0.mp4" in last and "full_ep0.mp4" in last
+    # `make run`'s report shows π*, finetune and bc on each FAR stage beside the curves
+    report = ftcl(home, "report", str(QUICKSTART), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr[-3000:]
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("<video") == 6 and page.count('src="data:video/mp4;base64,') == 6
+    videos = page[page.index("<h2>Videos</h2>"):]
+    for stage in ("stage 2: peg-unplug-side (FAR)", "stage 3: push-wall (FAR)"):
+        section = videos[videos.index(stage):]
+        captions = [part.split("</figcaption>")[0] for part in section.split("<figcaption>")[1:4]]
+        assert captions[0] == "π* (env step 0)" and captions[1].startswith("bc, env step ") and \
+            captions[2].startswith("finetune, env step "), captions
+    assert len(list((tmp_path / "report" / "videos" / "stage_3_push-wall").glob("*.mp4"))) == 3
 
 
 @pytest.mark.slow

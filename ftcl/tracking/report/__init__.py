@@ -53,6 +53,7 @@ from ftcl.tracking.report.runs import (
     stage_roles,
 )
 from ftcl.tracking.report.state_figures import draw_state_figures
+from ftcl.tracking.report.videos import Clip, collect_clips
 from ftcl.tracking.store import REPORTS_SUFFIX, ensure_experiment
 from ftcl.tracking.report.stats import (
     MAX_GRID_POINTS,
@@ -99,11 +100,14 @@ class ReportFiles:
     forward_transfer_md: Path | None = None
     forward_transfer: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
     forward_transfer_notes: list[str] = field(default_factory=list)
+    clips: list[Clip] = field(default_factory=list)
+    """The videos embedded in the HTML (copies under `videos/`), when the layout asks for them."""
 
     def all_paths(self) -> list[Path]:
         """All files written, HTML first."""
         forward = [path for path in (self.forward_transfer_csv, self.forward_transfer_md) if path is not None]
-        return [self.html, self.table_csv, self.table_md, *forward, *(figure.path for figure in self.figures)]
+        return [self.html, self.table_csv, self.table_md, *forward, *(figure.path for figure in self.figures),
+                *(clip.path for clip in self.clips)]
 
 
 def build_report(
@@ -173,6 +177,7 @@ def build_report(
     figures = draw_panels(panel_jobs, layout=dashboard, grouping=grouping, out_dir=out_dir, warnings=warnings,
                           roles=roles)
     figures += draw_state_figures(client, runs, dashboard, out_dir, warnings)  # paper Fig. 8, from run artifacts
+    clips = collect_clips(client, runs, dashboard, roles, out_dir, warnings)  # the runs' video snapshots
 
     table_csv = out_dir / "final_table.csv"
     table_md = out_dir / "final_table.md"
@@ -205,7 +210,7 @@ def build_report(
     html_path = out_dir / "report.html"
     html_path.write_text(html_page(layout=dashboard, meta=meta, warnings=warnings, figures=figures,
                                    final_table=(header, rows), runs=runs_overview(runs, dashboard),
-                                   forward_transfer=ft_display))
+                                   forward_transfer=ft_display, clips=clips, roles=roles))
 
     report_run_id: str | None = None
     if log_to_mlflow:
@@ -214,7 +219,8 @@ def build_report(
     return ReportFiles(out_dir=out_dir, html=html_path, table_csv=table_csv, table_md=table_md,
                        figures=figures, warnings=warnings, run_count=len(runs), group=group_label,
                        report_run_id=report_run_id, table=table, forward_transfer_csv=ft_csv,
-                       forward_transfer_md=ft_md, forward_transfer=ft_table, forward_transfer_notes=ft_notes)
+                       forward_transfer_md=ft_md, forward_transfer=ft_table, forward_transfer_notes=ft_notes,
+                       clips=clips)
 
 
 def _forward_transfer(

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ftcl.tracking.dashboard import DashboardLayout, metric_role
+from ftcl.tracking.dashboard import DashboardLayout, metric_role, metric_title
 from ftcl.tracking.report.stats import POINT, interval_text, label
 
 if TYPE_CHECKING:
     from ftcl.tracking.report.figures import PanelFigure
+    from ftcl.tracking.report.videos import Clip
 
 Table = tuple[list[str], list[list[str]]]
 """A header and rows of cells, as shown."""
@@ -31,6 +32,8 @@ th { background: #f3f3f3; }
 .warning { color: #8a5300; }
 .note { color: #555; font-size: 0.9em; margin-top: -1em; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0 1.5em; }
+.clips { display: flex; flex-wrap: wrap; gap: 1em; }
+.clips figure { margin: 0; } .clips video, .clips img { width: 320px; margin: 0; }
 """
 
 
@@ -144,6 +147,17 @@ def html_table(header: list[str], rows: list[list[str]], css_class: str = "") ->
     return f"<table{attribute}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _clip_html(clip: Clip) -> str:
+    """A figure with the clip inlined: an MP4 as a looping, muted <video>, a GIF as an <img>."""
+    encoded = base64.b64encode(clip.path.read_bytes()).decode("ascii")
+    caption = html.escape(clip.caption)
+    if clip.path.suffix == ".gif":
+        media = f'<img src="data:image/gif;base64,{encoded}" alt="{caption}">'
+    else:
+        media = f'<video controls loop muted playsinline src="data:video/mp4;base64,{encoded}"></video>'
+    return f"<figure>{media}<figcaption>{caption}</figcaption></figure>"
+
+
 def html_page(
     *,
     layout: DashboardLayout,
@@ -153,9 +167,11 @@ def html_page(
     final_table: Table,
     runs: Table,
     forward_transfer: tuple[list[str], list[list[str]], list[str]] | None = None,
+    clips: list[Clip] = (),
+    roles: Mapping[str, str] | None = None,
 ) -> str:
-    """`report.html`: metadata, warnings, the tables, the figures (PNG inlined) and the runs.
-    `forward_transfer`: header, rows and notes of that table, when the layout asks for it."""
+    """`report.html`: metadata, warnings, the tables, the figures (PNG inlined), the videos (inlined)
+    and the runs. `forward_transfer`: header, rows and notes of that table, when the layout asks for it."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -185,6 +201,12 @@ def html_page(
         parts.append(f"<h3>{html.escape(figure.metric)}</h3>")
         parts.append(f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(figure.metric)}">')
         parts.extend(f'<p class="note">{html.escape(note)}</p>' for note in figure.notes)
+    if clips:
+        parts.append("<h2>Videos</h2>")
+    for suite in dict.fromkeys(clip.suite for clip in clips):
+        parts.append(f"<h3>{html.escape(metric_title(suite, roles))}</h3><div class=\"clips\">")
+        parts.extend(_clip_html(clip) for clip in clips if clip.suite == suite)
+        parts.append("</div>")
     parts.append("<details><summary>Runs</summary>")
     parts.append(html_table(*runs))
     parts.append("</details></body></html>")

@@ -152,6 +152,14 @@ def attribute(run: Run, name: str) -> str:
     return run.data.tags.get(name, "")
 
 
+def seed_of(run: Run) -> float:
+    """A run's `seed` tag as a number (infinity when absent: such runs sort last)."""
+    try:
+        return float(run.data.tags.get("seed", "inf"))
+    except ValueError:
+        return math.inf
+
+
 def logged_metrics(runs: list[Run]) -> set[str]:
     """Every metric key any of the runs logged."""
     keys: set[str] = set()

@@ -12,7 +12,6 @@ range spans decades; values outside are drawn in the end colours (the colour bar
 """
 from __future__ import annotations
 
-import math
 import tempfile
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from ftcl.evaluation.state_records import ARTIFACT_DIR, ARTIFACT_PATH, StateRecord, read_state_record
 from ftcl.tracking.dashboard import DashboardLayout
 from ftcl.tracking.report.figures import PanelFigure, metric_slug
-from ftcl.tracking.report.runs import attribute
+from ftcl.tracking.report.runs import attribute, seed_of
 from ftcl.tracking.report.stats import label
 
 CHECKPOINT_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -35,13 +34,6 @@ COLOUR_QUANTILES = (0.02, 0.98)
 """The colour scale spans these quantiles of all values shown in a grid."""
 SYMLOG_LINTHRESH = 10.0
 """Linear in [−10, 10], logarithmic beyond (as the report's symlog curves)."""
-
-
-def _seed(run: Run) -> float:
-    try:
-        return float(run.data.tags.get("seed", "inf"))
-    except ValueError:
-        return math.inf
 
 
 def _record_of(client: MlflowClient, run: Run, folder: Path, warnings: list[str]) -> StateRecord | None:
@@ -67,7 +59,7 @@ def collect_records(
         cells.setdefault((facet, attribute(run, layout.group_by)), []).append(run)
     chosen: dict[str, dict[str, tuple[Run, StateRecord]]] = {}
     for (facet, group), cell_runs in cells.items():
-        for run in sorted(cell_runs, key=_seed):
+        for run in sorted(cell_runs, key=seed_of):
             record = _record_of(client, run, folder, warnings)
             if record is not None and record.env_steps:
                 chosen.setdefault(facet, {})[group] = (run, record)
