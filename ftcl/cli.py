@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue the latest run of this spec from its checkpoints (give the same spec and --set "
                      "overrides as the first run: they must match its saved spec)")
+    run.add_argument("--verbose", action="store_true", help="also print Ray Tune's trial tables and hints")
 
     pretrain = sub.add_parser(
         "pretrain", help="train π* and write its artifact folder (module, retention data, provenance)",
@@ -239,7 +240,7 @@ def cmd_run(args) -> int:
 
     spec = _load(args.spec, args.overrides)  # with --resume: must equal the saved spec (checked in run_experiment)
     try:
-        run_experiment(spec, address=args.address, resume=args.resume)
+        run_experiment(spec, address=args.address, resume=args.resume, verbose=args.verbose)
     except ExperimentInterrupted as error:
         return _fail(str(error), EXIT_INTERRUPTED)
     except RuntimeError as error:

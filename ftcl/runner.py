@@ -78,7 +78,8 @@ def run_tags(spec: ExperimentSpec, plan: TrialPlan, group: str, module_path: Pat
     return tags
 
 
-def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: str, resume: bool) -> None:
+def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: str, resume: bool,
+               verbose: bool = False) -> None:
     from ray import tune
 
     from ftcl.tracking.callbacks import MLflowTracking, ProgressPrinter
@@ -135,7 +136,7 @@ def _run_stage(spec: ExperimentSpec, stage: str, experiment_dir: Path, group: st
                 name=stage,
                 storage_path=str(experiment_dir),
                 callbacks=callbacks,
-                verbose=0,
+                verbose=2 if verbose else 0,  # Tune's trial tables only when asked: ftcl prints its own progress
                 checkpoint_config=tune.CheckpointConfig(
                     checkpoint_frequency=0 if analytic else spec.resources.checkpoint_every_iterations,
                     checkpoint_at_end=not analytic,
@@ -219,7 +220,8 @@ def check_address(address: str) -> None:
 
 
 def run_experiment(
-    spec: ExperimentSpec, address: str | None = None, resume: bool = False, pretrain_only: bool = False
+    spec: ExperimentSpec, address: str | None = None, resume: bool = False, pretrain_only: bool = False,
+    verbose: bool = False,
 ) -> Path:
     """Run (or resume) the experiment — or only its pre-training stage; returns its directory."""
     import ray
@@ -267,9 +269,9 @@ def run_experiment(
         )
     try:
         if spec.pretrained.train is not None and not _stage_complete(experiment_dir, spec):
-            _run_stage(spec, "pretrain", experiment_dir, group, resume)
+            _run_stage(spec, "pretrain", experiment_dir, group, resume, verbose)
         if not pretrain_only:
-            _run_stage(spec, "finetune", experiment_dir, group, resume)
+            _run_stage(spec, "finetune", experiment_dir, group, resume, verbose)
     finally:
         ray.shutdown()
     print(f"[ftcl] done: {experiment_dir}\n[ftcl] MLflow experiment {spec.experiment_name!r} at "

@@ -65,8 +65,9 @@ def test_a_method_from_one_new_file_runs_through_ftcl_run(tmp_path, monkeypatch)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     refused = run_ftcl(tmp_path / "home", "validate", str(tmp_path / "bad.yaml"))
     assert refused.returncode == 2 and "methods.0.coeff" in refused.stderr
-    result = run_ftcl(tmp_path / "home", "run", str(path))
+    result = run_ftcl(tmp_path / "home", "run", str(path), "--verbose")
     assert result.returncode == 0, result.stderr[-5000:]
+    assert "Trial status" in result.stdout + result.stderr, "--verbose shows Tune's trial tables"
     client = mlflow_client(tmp_path / "home")
     experiment = client.get_experiment_by_name("l1_plugin")
     (run,) = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags["ftcl.stage"] == "finetune"]

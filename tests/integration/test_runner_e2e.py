@@ -67,6 +67,8 @@ def test_run_writes_resolved_spec_and_pretrained_artifact(finished):
     (experiment_dir,) = (home / "ray_results").glob("apple_tiny_*")
     resolved = yaml.safe_load((experiment_dir / "spec.resolved.yaml").read_text())
     assert resolved["budget"]["env_steps"] == 1500
+    assert "Trial status" not in result.stdout + result.stderr, "Tune's tables only with --verbose"
+    assert "[ftcl] finetune: 2/2 trials done" in result.stderr, "ftcl's own progress line"
     pretrained = experiment_dir / "pretrained" / "v0"
     provenance = json.loads((pretrained / "provenance.json").read_text())
     assert provenance["sha256"]["module"] == sha256_of(pretrained / "module")
