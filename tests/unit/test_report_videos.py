@@ -18,8 +18,9 @@ SUITES = ("stage_0_hammer", "stage_3_push-wall")
 ROLES = {"stage_0_hammer": "CLOSE", "stage_3_push-wall": "FAR"}
 
 
-@pytest.fixture()
-def store(tmp_path):
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("store")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("rs", artifact_location=(tmp_path / "artifacts").as_uri())
     frames = [np.full((18, 24, 3), shade, dtype=np.uint8) for shade in range(0, 250, 25)]
