@@ -16,7 +16,11 @@ if [ -z "${RAY_AUTH_MODE:-}" ] && { [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -f "${RAY_
   export RAY_AUTH_MODE=token
 fi
 env_vars="{\"FTCL_HOME\": \"${FTCL_HOME:-/tmp/ftcl}\""
-if [ -n "${MLFLOW_TRACKING_URI:-}" ]; then env_vars="$env_vars, \"MLFLOW_TRACKING_URI\": \"$MLFLOW_TRACKING_URI\""; fi
+# The tracking server's URI and credentials (MLflow's basic-auth app) reach the job and its trials.
+# They travel in the job's runtime env, which the dashboard shows to whoever holds the Ray token.
+for name in MLFLOW_TRACKING_URI MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD MLFLOW_TRACKING_TOKEN; do
+  if [ -n "${!name:-}" ]; then env_vars="$env_vars, \"$name\": \"${!name}\""; fi
+done
 env_vars="$env_vars}"
 # A freshly started head can answer before its job agent is up ("No available agent"): then the
 # job was never created, so wait and submit again (10 tries; each waits ≈ 10 s for the agent, so

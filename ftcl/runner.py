@@ -190,12 +190,14 @@ def resume_command(argv: list[str] | None = None) -> str:
 
 
 def trial_environment() -> dict[str, str]:
-    """Environment variables every trial process gets: the ftcl home and extra retention-method files."""
+    """Environment variables every local trial process gets: the ftcl home, extra retention-method
+    files and the tracking server's credentials."""
     from ftcl.retention.registry import METHOD_FILES_VARIABLE
 
     variables = {"FTCL_HOME": str(store.ftcl_home())}
-    if os.environ.get(METHOD_FILES_VARIABLE):
-        variables[METHOD_FILES_VARIABLE] = os.environ[METHOD_FILES_VARIABLE]
+    for name in (METHOD_FILES_VARIABLE, *store.CREDENTIAL_VARIABLES):  # trials log artifacts to the server too
+        if os.environ.get(name):
+            variables[name] = os.environ[name]
     return variables
 
 

@@ -68,6 +68,42 @@ def check_tracking_uri(uri: str) -> None:
         if reason is not None:
             raise ValueError(f"tracking URI {uri!r}: no MLflow server reachable at {parts.hostname}:{port} "
                              f"({reason}); start one (`ftcl ui`) or fix the URI") from None
+        refused = credentials_refused(uri)
+        if refused is not None:
+            raise ValueError(f"tracking URI {uri!r}: {refused}")
+
+
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+                        "MLFLOW_TRACKING_INSECURE_TLS")
+"""How MLflow clients authenticate to a tracking server (basic auth, or a bearer token); passed on to
+every trial process (`ftcl.runner.trial_environment`), which logs artifacts itself."""
+
+
+def credentials_refused(uri: str) -> str | None:
+    """Why the tracking server at `uri` refuses this process's credentials (`CREDENTIAL_VARIABLES`,
+    as MLflow's client sends them), or None when it answers a read: a server with MLflow's basic-auth
+    app answers 401 to a missing or wrong password, 403 to a user without permission."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password, token = (os.environ.get(name) for name in CREDENTIAL_VARIABLES[:3])
+    if user and password:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    elif token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        urllib.request.urlopen(request, timeout=TRACKING_CONNECT_TIMEOUT_S).close()
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            sent = f"as user {user!r}" if user and password else "with a token" if token else "without credentials"
+            return (f"the tracking server refused the request {sent} (HTTP {error.code}); set MLFLOW_TRACKING_USERNAME "
+                    "and MLFLOW_TRACKING_PASSWORD (MLflow's basic-auth app) or MLFLOW_TRACKING_TOKEN to an account "
+                    "that may write runs")
+    except OSError:
+        return None  # not an answer about credentials: the clients report what is wrong
+    return None
 
 
 def artifact_root() -> str:

@@ -7,10 +7,12 @@ port a free one. Every address given is 127.0.0.1; Ray 2.60's `ray start` maps a
 nodes register under that one address. Each node runs `ray start --block` in its own
 process group, so the test ends exactly the processes it started (`stop_worker` kills one node's
 group: a node loss). `TrackingServer` is `mlflow server` on 127.0.0.1 with a SQLite backend and
-proxied artifacts (`--serve-artifacts`): what a driver on another machine would log to.
+proxied artifacts (`--serve-artifacts`): what a driver on another machine would log to; with
+`basic_auth`, behind MLflow's basic-auth app, as a shared cluster's server would be.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -146,21 +148,41 @@ class LocalCluster:
 
 
 class TrackingServer:
-    """`mlflow server` on 127.0.0.1 with a SQLite backend and proxied artifacts (module doc)."""
+    """`mlflow server` on 127.0.0.1 with a SQLite backend and proxied artifacts (module doc). With
+    `basic_auth`, MLflow's basic-auth app: every request needs a user's password; new users may read
+    everything and manage what they create; `admin` holds `admin_password`."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, basic_auth: bool = False):
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.database = folder / "mlflow.db"
         log = folder / "mlflow_server.log"
+        env = {**_environment(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        auth = []
+        if basic_auth:
+            self.admin_password = secrets.token_hex(12)
+            config = folder / "basic_auth.ini"
+            config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{folder / 'users.db'}\n"
+                              f"admin_username = admin\nadmin_password = {self.admin_password}\n"
+                              "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            env.update(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16))
+            auth = ["--app-name", "basic-auth"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.database}", "--serve-artifacts",
+            [sys.executable, "-m", "mlflow", "server", *auth, "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{self.database}", "--serve-artifacts",
              "--artifacts-destination", str(folder / "artifacts")],
-            env={**_environment(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
         _wait_http(f"{self.uri}/health", self.process, log)
+
+    def add_user(self, name: str, password: str) -> None:
+        """A new user of the basic-auth app, made by the admin through the REST API."""
+        request = urllib.request.Request(
+            f"{self.uri}/api/2.0/mlflow/users/create", method="POST",
+            data=json.dumps({"username": name, "password": password}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(
+                f"admin:{self.admin_password}".encode()).decode()})
+        urllib.request.urlopen(request, timeout=30).close()
 
     def stop(self) -> None:
         _stop_group(self.process, signal.SIGINT, wait_s=30)
