@@ -25,6 +25,7 @@ if [ -e ~/ftcl ]; then
 fi
 ray_bin=${RAY_BIN:-$repo/.venv/bin}   # the `ray` CLI on this (the launching) machine
 work=$(mktemp -d /tmp/ftcl_ssh.XXXXXX)
+cp -p ~/.bashrc "$work/bashrc.before" 2>/dev/null || touch "$work/bashrc.none"   # the YAML's setup appends to it
 port=$("$ray_bin/python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 ssh-keygen -q -t ed25519 -N "" -f "$work/user_key"
 ssh-keygen -q -t ed25519 -N "" -f "$work/host_key"
@@ -47,6 +48,7 @@ cleanup() {
   "$ray_bin/ray" down -y "$work/cluster.yaml" >>"$work/ray_down.log" 2>&1 || true
   [ -f "$work/sshd.pid" ] && kill "$(cat "$work/sshd.pid")" 2>/dev/null || true
   rm -rf ~/ftcl
+  if [ -f "$work/bashrc.before" ]; then cp -p "$work/bashrc.before" ~/.bashrc; else rm -f ~/.bashrc; fi
   echo "logs in $work"
 }
 trap cleanup EXIT
@@ -74,4 +76,9 @@ submitted=$(date +%s)
 grep -E "^\[ftcl\]|ftcl: error" "$work/ray_submit.log" | tail -4
 echo "[try_ssh_local] ray submit took $((submitted - up)) s; ray down"
 "$ray_bin/ray" down -y "$work/cluster.yaml" > "$work/ray_down.log" 2>&1
+if grep -q "command not found" "$work/ray_down.log" || pgrep -f "$HOME/ftcl/.venv" >/dev/null; then
+  echo "[try_ssh_local] ray down did not stop the head's Ray (see $work/ray_down.log)" >&2
+  pkill -f "$HOME/ftcl/.venv" || true
+  exit 1
+fi
 echo "[try_ssh_local] ray down took $(( $(date +%s) - submitted )) s; all done in $(( $(date +%s) - start )) s"

@@ -33,9 +33,11 @@ SPEC = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     server = TrackingServer(tmp_path_factory.mktemp("auth_server"), basic_auth=True)
-    server.add_user("researcher", "r-pass-8231-long")
-    yield server
-    server.stop()
+    try:
+        server.add_user("researcher", "r-pass-8231-long")
+        yield server
+    finally:
+        server.stop()
 
 
 def ftcl(tmp_path, server, *args, **credentials):
