@@ -105,7 +105,7 @@ def main() -> None:
                       for q in quarters(finished, start)]
         result = {
             "trials": args.trials, "cluster": "head (0 CPUs) + 2 one-CPU worker nodes, one machine",
-            "machine": f"{os.cpu_count()} cores", "load_before": os.getloadavg(),
+            "machine": f"{os.cpu_count()} cores", "load_at_end_1_5_15_min": os.getloadavg(),
             "run_s": round(elapsed, 1), "trials_per_min": round(60 * args.trials / elapsed, 1),
             "per_quarter": [{**q, "driver_peak_rss_mib": round(peak, 1)}
                             for q, peak in zip(quarters(finished, start), by_quarter)],
