@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ray import tune
 
 from ftcl.evaluation.state_records import ARTIFACT_DIR, FILE_NAME as STATE_RECORD_FILE
-from ftcl.evaluation.video import VIDEO_DIR, EpisodeRecorder
+from ftcl.evaluation.video import VIDEO_DIR, EpisodeRecorder, use_headless_rendering
 from ftcl.plan import TrialPlan, pi_star_paths, pretrained_paths, trial_spec
 from ftcl.pretrain.export import export_pretrained
 from ftcl.tracking.callbacks import NODE_KEY
@@ -96,13 +96,11 @@ class FtclTrainable(tune.Trainable):
         import ray
 
         torch.set_num_threads(1)
-        if ExperimentSpec.model_validate_json(spec_json).evaluation.video_every_env_steps:
-            from ftcl.evaluation.video import use_headless_rendering
-
-            use_headless_rendering()  # before any env of this process draws a frame
         register_envs()
         self.node_id = ray.get_runtime_context().get_node_id()  # reported with every result (NODE_KEY)
         self.spec = ExperimentSpec.model_validate_json(spec_json)
+        if self.spec.evaluation.video_every_env_steps:
+            use_headless_rendering()  # before any env of this process draws a frame
         self.plan = TrialPlan(**plans[config["ftcl_trial"]])
         self.trial = trial_spec(self.spec, self.plan)
         self.experiment_dir = Path(experiment_dir)

@@ -45,7 +45,7 @@ def run_snapshots(client: MlflowClient, run: Run) -> Snapshots:
             continue
         for item in client.list_artifacts(run.info.run_id, folder.path):
             name = item.path.rsplit("/", 1)[-1]
-            stem, dot, suffix = name.rpartition(".")
+            stem, _, suffix = name.rpartition(".")
             if f".{suffix}" in CLIP_SUFFIXES and stem.endswith("_ep0"):
                 snapshots.setdefault(int(step), {})[stem.removesuffix("_ep0")] = item.path
     return snapshots
@@ -93,8 +93,7 @@ def collect_clips(client: MlflowClient, runs: list[Run], layout: DashboardLayout
                   if _starts_from_pi_star(run) and 0 in snapshots), None) if spec.start else None
     clips: list[Clip] = []
     with tempfile.TemporaryDirectory() as scratch:
-        def copy(run: Run, step: int, suite: str, caption: str) -> None:
-            artifact = snapshots_of[run.info.run_id][step][suite]
+        def copy(run: Run, artifact: str, suite: str, caption: str) -> None:
             try:
                 local = Path(client.download_artifacts(run.info.run_id, artifact, scratch))
             except (MlflowException, OSError) as error:
@@ -105,13 +104,13 @@ def collect_clips(client: MlflowClient, runs: list[Run], layout: DashboardLayout
             shutil.copyfile(local, target)
             clips.append(Clip(suite, caption, target))
 
-        snapshots_of = {run.info.run_id: snapshots for run, snapshots in chosen.values()}
         for suite in suites:
             if start is not None and suite in start[1][0]:
-                copy(start[0], 0, suite, "π* (env step 0)")
+                copy(start[0], start[1][0][suite], suite, "π* (env step 0)")
             for group, (run, snapshots) in chosen.items():
                 steps = [step for step, recorded in snapshots.items() if suite in recorded]
                 if steps:
                     last = max(steps)
-                    copy(run, last, suite, f"{label(group)}, env step {last:,} (seed {run.data.tags.get('seed', '?')})")
+                    copy(run, snapshots[last][suite], suite,
+                         f"{label(group)}, env step {last:,} (seed {run.data.tags.get('seed', '?')})")
     return clips
